@@ -1,0 +1,95 @@
+import { randomUUID } from 'node:crypto'
+import { join } from 'node:path'
+import AutoLoad from '@fastify/autoload'
+import AjvCompiler from '@fastify/ajv-compiler'
+import { LogController, type FastifyInstance, type FastifyServerOptions } from 'fastify'
+import type { IncomingMessage } from 'node:http'
+import accounts from './plugins/accounts.js'
+import authenticate from './plugins/authenticate.js'
+import config, { type ConfigPluginOptions } from './plugins/config.js'
+import db from './plugins/db.js'
+import docs from './plugins/docs.js'
+import errors, { frameworkErrorHandler } from './plugins/errors.js'
+import health from './plugins/health.js'
+import logging from './plugins/logging.js'
+import passwords from './plugins/passwords.js'
+import security from './plugins/security.js'
+import sessions from './plugins/sessions.js'
+import tokens from './plugins/tokens.js'
+import type { Config } from './schemas/config.js'
+import { sharedSchemas } from './schemas/common.js'
+import { HealthSchema } from './schemas/health.js'
+import { ProblemSchema } from './schemas/problem.js'
+
+export type AppOptions = ConfigPluginOptions
+
+const REQUEST_ID = /^[A-Za-z0-9._-]{1,128}$/
+
+/** TRUST_PROXY as Fastify takes it: a boolean, the number of proxy hops to trust, or a list of addresses/CIDRs. */
+export function trustProxy (value: string): boolean | string[] | ((address: string, hop: number) => boolean) {
+  if (value === 'true' || value === 'false') return value === 'true'
+  if (/^\d+$/.test(value)) {
+    const hops = Number(value)
+    return (_address, hop) => hop < hops
+  }
+  return value.split(',').map((s) => s.trim()).filter(Boolean)
+}
+
+/**
+ * Bodies are validated without type coercion (a number is not a password);
+ * querystrings and params, which arrive as text, are coerced.
+ */
+function buildValidator (externalSchemas: Parameters<ReturnType<typeof AjvCompiler>>[0]) {
+  const base = { removeAdditional: false as const, useDefaults: true, allErrors: false }
+  const body = AjvCompiler()(externalSchemas, { customOptions: { ...base, coerceTypes: false } })
+  const text = AjvCompiler()(externalSchemas, { customOptions: { ...base, coerceTypes: 'array' } })
+  return (route: Parameters<typeof body>[0]) => (route.httpPart === 'body' ? body(route) : text(route))
+}
+
+/** The server options, shared by server.ts and the tests so both run the same service. */
+export function serverOptions (config: Config): FastifyServerOptions {
+  return {
+    logger: {
+      level: config.LOG_LEVEL,
+      redact: {
+        paths: ['req.headers.authorization', 'req.headers.cookie', '*.password', '*.current_password', '*.new_password', '*.refresh_token', '*.access_token', '*.token'],
+        censor: '[redacted]'
+      }
+    },
+    // plugins/logging.ts writes one line per request instead of Fastify's two.
+    logController: new LogController({ disableRequestLogging: true, requestIdLogLabel: 'request_id' }),
+    genReqId: (req: IncomingMessage) => {
+      const given = req.headers['x-request-id']
+      return typeof given === 'string' && REQUEST_ID.test(given) ? given : randomUUID()
+    },
+    bodyLimit: config.BODY_LIMIT_BYTES,
+    trustProxy: trustProxy(config.TRUST_PROXY),
+    routerOptions: { maxParamLength: 200 },
+    frameworkErrors: frameworkErrorHandler,
+    schemaController: { compilersFactory: { buildValidator } }
+  }
+}
+
+/** The whole service as one plugin: the plugins first, then every route under routes/. */
+export default async function app (fastify: FastifyInstance, opts: AppOptions) {
+  for (const schema of [ProblemSchema, HealthSchema, ...sharedSchemas]) fastify.addSchema(schema)
+
+  await fastify.register(config, opts)
+  await fastify.register(errors)
+  await fastify.register(security)
+  await fastify.register(docs)
+  await fastify.register(db)
+  await fastify.register(health)
+  await fastify.register(passwords)
+  await fastify.register(tokens)
+  await fastify.register(authenticate)
+  await fastify.register(logging)
+  await fastify.register(sessions)
+  await fastify.register(accounts)
+
+  await fastify.register(AutoLoad, {
+    dir: join(import.meta.dirname, 'routes'),
+    autoHooks: true,
+    cascadeHooks: true
+  })
+}

@@ -1,0 +1,91 @@
+import type { Kysely } from 'kysely'
+import type { Database, RefreshTokenRow, SessionRow } from '../types.js'
+
+type Db = Kysely<Database>
+
+export interface NewSession {
+  id: string
+  userId: string
+  now: string
+  expiresAt: string
+  userAgent: string | null
+  ip: string | null
+}
+
+export interface NewRefreshToken {
+  hash: string
+  sessionId: string
+  now: string
+  expiresAt: string
+}
+
+/** Creates a session and its first refresh token, together or not at all. */
+export function insertSession (db: Db, s: NewSession, token: NewRefreshToken): Promise<void> {
+  return db.transaction().execute(async (trx) => {
+    await trx.insertInto('sessions').values({
+      id: s.id,
+      user_id: s.userId,
+      created_at: s.now,
+      last_used_at: s.now,
+      expires_at: s.expiresAt,
+      user_agent: s.userAgent,
+      ip: s.ip
+    }).execute()
+    await insertRefreshToken(trx, token)
+  })
+}
+
+function insertRefreshToken (db: Db, t: NewRefreshToken) {
+  return db.insertInto('refresh_tokens').values({
+    token_hash: t.hash,
+    session_id: t.sessionId,
+    created_at: t.now,
+    expires_at: t.expiresAt
+  }).execute()
+}
+
+export type RefreshTokenWithSession = RefreshTokenRow & Pick<SessionRow, 'user_id' | 'revoked_at'> & { session_expires_at: SessionRow['expires_at'] }
+
+export function findRefreshToken (db: Db, hash: string): Promise<RefreshTokenWithSession | undefined> {
+  return db.selectFrom('refresh_tokens')
+    .innerJoin('sessions', 'sessions.id', 'refresh_tokens.session_id')
+    .selectAll('refresh_tokens')
+    .select(['sessions.user_id', 'sessions.revoked_at', 'sessions.expires_at as session_expires_at'])
+    .where('refresh_tokens.token_hash', '=', hash)
+    .executeTakeFirst()
+}
+
+/**
+ * Marks `oldHash` rotated and stores its successor, in one transaction. The
+ * update is conditional on the token not being rotated yet, so of two
+ * concurrent rotations exactly one succeeds; the other gets false.
+ */
+export function rotateRefreshToken (db: Db, oldHash: string, next: NewRefreshToken): Promise<boolean> {
+  return db.transaction().execute(async (trx) => {
+    const result = await trx.updateTable('refresh_tokens')
+      .set({ rotated_at: next.now })
+      .where('token_hash', '=', oldHash)
+      .where('rotated_at', 'is', null)
+      .executeTakeFirst()
+    if (result.numUpdatedRows !== 1n) return false
+    await insertRefreshToken(trx, next)
+    await trx.updateTable('sessions').set({ last_used_at: next.now }).where('id', '=', next.sessionId).execute()
+    return true
+  })
+}
+
+/** Revokes the given live sessions of a user; returns the ids it revoked. */
+export async function revokeSessions (db: Db, userId: string, now: string, reason: string, opts: { only?: string, except?: string } = {}): Promise<string[]> {
+  let query = db.updateTable('sessions')
+    .set({ revoked_at: now, revoke_reason: reason })
+    .where('user_id', '=', userId)
+    .where('revoked_at', 'is', null)
+  if (opts.only !== undefined) query = query.where('id', '=', opts.only)
+  if (opts.except !== undefined) query = query.where('id', '!=', opts.except)
+  const rows = await query.returning('id').execute()
+  return rows.map((r) => r.id)
+}
+
+export function findSession (db: Db, id: string): Promise<SessionRow | undefined> {
+  return db.selectFrom('sessions').selectAll().where('id', '=', id).executeTakeFirst()
+}

@@ -1,0 +1,64 @@
+import type { ColumnType, Insertable, Selectable, Updateable } from 'kysely'
+
+/**
+ * Times are written as ISO 8601 UTC strings and read back as a Date
+ * (PostgreSQL timestamptz) or the same string (SQLite): `new Date(x)` reads both.
+ * Flags are written as 0/1 (better-sqlite3 binds no booleans) and read as
+ * boolean (PostgreSQL) or number (SQLite): `Boolean(x)` reads both.
+ */
+export type Timestamp = ColumnType<Date | string, string, string>
+export type Flag = ColumnType<boolean | number, number | undefined, number>
+
+export interface UsersTable {
+  id: string
+  email: string
+  username: string | null
+  password_hash: string
+  email_verified: Flag
+  disabled: Flag
+  created_at: Timestamp
+  updated_at: Timestamp
+}
+
+export interface SessionsTable {
+  id: string
+  user_id: string
+  created_at: Timestamp
+  last_used_at: Timestamp
+  expires_at: Timestamp
+  user_agent: string | null
+  ip: string | null
+  revoked_at: ColumnType<Date | string | null, string | null | undefined, string | null>
+  revoke_reason: string | null
+}
+
+export interface RefreshTokensTable {
+  token_hash: string
+  session_id: string
+  created_at: Timestamp
+  expires_at: Timestamp
+  rotated_at: ColumnType<Date | string | null, string | null | undefined, string | null>
+}
+
+export interface SigningKeysTable {
+  kid: string
+  algorithm: string
+  public_jwk: string
+  private_key: string
+  created_at: Timestamp
+  retired_at: ColumnType<Date | string | null, string | null | undefined, string | null>
+}
+
+export interface Database {
+  users: UsersTable
+  sessions: SessionsTable
+  refresh_tokens: RefreshTokensTable
+  signing_keys: SigningKeysTable
+}
+
+export type UserRow = Selectable<UsersTable>
+export type NewUser = Insertable<UsersTable>
+export type UserUpdate = Updateable<UsersTable>
+export type SessionRow = Selectable<SessionsTable>
+export type RefreshTokenRow = Selectable<RefreshTokensTable>
+export type SigningKeyRow = Selectable<SigningKeysTable>

@@ -1,0 +1,132 @@
+import { randomUUID } from 'node:crypto'
+import type { FastifyInstance } from 'fastify'
+import fp from 'fastify-plugin'
+import { deleteUser, findUserByEmail, findUserById, findUserByUsername, insertUser, uniqueViolation, updateUser } from '../db/queries/users.js'
+import type { UserRow } from '../db/types.js'
+import type { User } from '../schemas/common.js'
+import { Errors } from './errors.js'
+import type { PolicyViolation } from './passwords.js'
+import type { ClientInfo, IssuedTokens } from './sessions.js'
+
+declare module 'fastify' {
+  interface FastifyInstance {
+    accounts: Accounts
+  }
+}
+
+export type Accounts = ReturnType<typeof createAccounts>
+export type TokenResponse = IssuedTokens & { user: User }
+
+export const normalizeEmail = (email: string) => email.trim().toLowerCase()
+export const normalizeUsername = (username: string) => username.trim().toLowerCase()
+
+const POLICY_MESSAGES: Record<PolicyViolation, (min: number) => string> = {
+  too_short: (min) => `use at least ${min} characters`,
+  too_long: () => 'use at most 256 characters',
+  too_common: () => 'it is one of the most common passwords; choose another',
+  matches_identity: () => 'it must not be your email address or username'
+}
+
+/** The public face of a user: what the User schema lets out. */
+export function toPublicUser (row: UserRow): User {
+  return {
+    id: row.id,
+    email: row.email,
+    username: row.username,
+    email_verified: Boolean(row.email_verified),
+    roles: ['user'],
+    created_at: new Date(row.created_at).toISOString(),
+    updated_at: new Date(row.updated_at).toISOString()
+  }
+}
+
+function createAccounts (fastify: FastifyInstance) {
+  const { db, passwords, sessions } = fastify
+
+  function enforcePolicy (password: string, identity: { email?: string | null, username?: string | null }) {
+    const violation = passwords.check(password, identity)
+    if (violation) throw new Errors.WeakPassword(POLICY_MESSAGES[violation](passwords.minLength))
+  }
+
+  /** Runs a write that may hit the unique email or username index; a hit is a 409, not a 500. */
+  async function unique<T> (write: Promise<T>): Promise<T> {
+    try {
+      return await write
+    } catch (err) {
+      const field = uniqueViolation(err)
+      if (field === 'email') throw new Errors.EmailTaken()
+      if (field === 'username') throw new Errors.UsernameTaken()
+      throw err
+    }
+  }
+
+  async function signedIn (user: UserRow, client: ClientInfo): Promise<TokenResponse> {
+    return { ...await sessions.start(user, client), user: toPublicUser(user) }
+  }
+
+  /** The user behind a verified access token; a deleted or disabled one is no longer anyone. */
+  async function current (userId: string): Promise<UserRow> {
+    const user = await findUserById(db, userId)
+    if (!user || user.disabled) throw new Errors.InvalidAccessToken()
+    return user
+  }
+
+  return {
+    current,
+
+    async signup (input: { email: string, password: string, username?: string }, client: ClientInfo): Promise<TokenResponse> {
+      const email = normalizeEmail(input.email)
+      const username = input.username === undefined ? null : normalizeUsername(input.username)
+      enforcePolicy(input.password, { email, username })
+      const now = fastify.now().toISOString()
+      const user = await unique(passwords.hash(input.password).then((passwordHash) => insertUser(db, {
+        id: randomUUID(), email, username, password_hash: passwordHash, email_verified: 0, disabled: 0, created_at: now, updated_at: now
+      })))
+      return signedIn(user, client)
+    },
+
+    /**
+     * Unknown account, wrong password and disabled account all fail the same
+     * way after the same work: one argon2 verify.
+     */
+    async login (input: { email?: string, username?: string, password: string }, client: ClientInfo): Promise<TokenResponse> {
+      const identifier = (input.email ?? input.username ?? '').trim()
+      const user = identifier.includes('@') ? await findUserByEmail(db, normalizeEmail(identifier)) : await findUserByUsername(db, normalizeUsername(identifier))
+      const ok = await passwords.verify(user?.password_hash, input.password)
+      if (!ok || !user || user.disabled) throw new Errors.InvalidCredentials()
+      if (passwords.needsRehash(user.password_hash)) {
+        await updateUser(db, user.id, { password_hash: await passwords.hash(input.password) })
+      }
+      return signedIn(user, client)
+    },
+
+    /** Changes the password and ends every other session of the user. */
+    async changePassword (userId: string, sessionId: string, currentPassword: string, newPassword: string): Promise<void> {
+      const user = await current(userId)
+      if (!await passwords.verify(user.password_hash, currentPassword)) throw new Errors.InvalidCredentials()
+      if (currentPassword.normalize('NFKC') === newPassword.normalize('NFKC')) throw new Errors.SamePassword()
+      enforcePolicy(newPassword, user)
+      await updateUser(db, user.id, { password_hash: await passwords.hash(newPassword), updated_at: fastify.now().toISOString() })
+      await sessions.endOthers(user.id, sessionId, 'password_changed')
+    },
+
+    async updateProfile (userId: string, changes: { username: string | null }): Promise<User> {
+      await current(userId)
+      const username = changes.username === null ? null : normalizeUsername(changes.username)
+      const user = await unique(updateUser(db, userId, { username, updated_at: fastify.now().toISOString() }))
+      if (!user) throw new Errors.InvalidAccessToken()
+      return toPublicUser(user)
+    },
+
+    /** Deletes the account after re-authentication; sessions and tokens go with it. */
+    async deleteAccount (userId: string, password: string): Promise<void> {
+      const user = await current(userId)
+      if (!await passwords.verify(user.password_hash, password)) throw new Errors.InvalidCredentials()
+      await deleteUser(db, user.id)
+    }
+  }
+}
+
+export default fp(async function accounts (fastify) {
+  fastify.decorate('accounts', createAccounts(fastify))
+}, { name: 'accounts', dependencies: ['config', 'db', 'passwords', 'sessions'] })

@@ -1,0 +1,50 @@
+import type { FastifyRequest } from 'fastify'
+import fp from 'fastify-plugin'
+import { Type } from 'typebox'
+import { Errors } from './errors.js'
+
+declare module 'fastify' {
+  interface FastifyRequest {
+    /** Who made the request, once a bearer token has been verified. */
+    auth: Auth | null
+  }
+  interface FastifyContextConfig {
+    /** `required`: 401 without a valid bearer token. `optional`: read one if it is valid. */
+    auth?: 'required' | 'optional'
+  }
+}
+
+export interface Auth {
+  userId: string
+  sessionId: string
+  roles: string[]
+}
+
+const BEARER = /^Bearer ([A-Za-z0-9_\-.=]+)$/i
+
+export default fp(async function authenticate (fastify) {
+  fastify.decorateRequest('auth', null)
+
+  function verify (request: FastifyRequest): Auth {
+    const header = request.headers.authorization
+    if (!header) throw new Errors.AuthenticationRequired()
+    const match = BEARER.exec(header)
+    if (!match) throw new Errors.InvalidAccessToken()
+    const claims = fastify.tokens.verifyAccessToken(match[1])
+    return { userId: claims.sub, sessionId: claims.sid, roles: claims.roles }
+  }
+
+  // Routes ask for authentication in their config; this wires the hook and documents it.
+  fastify.addHook('onRoute', (route) => {
+    const mode = route.config?.auth
+    if (!mode) return
+    route.schema = { ...route.schema, security: [{ bearerAuth: [] }] }
+    if (mode === 'required') {
+      route.schema.response = { 401: Type.Ref('Problem'), ...(route.schema.response as object) }
+    }
+    const hook = mode === 'required'
+      ? async (request: FastifyRequest) => { request.auth = verify(request) }
+      : async (request: FastifyRequest) => { try { request.auth = verify(request) } catch { request.auth = null } }
+    route.onRequest = [hook, ...[route.onRequest ?? []].flat()]
+  })
+}, { name: 'authenticate', dependencies: ['config', 'tokens'] })

@@ -1,0 +1,23 @@
+import fp from 'fastify-plugin'
+import type { Kysely } from 'kysely'
+import { migrateToLatest, openDatabase, ping, type DatabaseKind } from '../db/connect.js'
+import type { Database } from '../db/types.js'
+
+declare module 'fastify' {
+  interface FastifyInstance {
+    db: Kysely<Database>
+    dbKind: DatabaseKind
+    /** True when the database answers within the timeout (readiness). */
+    dbReady: (timeoutMs?: number) => Promise<boolean>
+  }
+}
+
+export default fp(async function db (fastify) {
+  const { db, kind } = openDatabase(fastify.config.DATABASE_URL)
+  fastify.addHook('onClose', () => db.destroy())
+  const applied = await migrateToLatest(db)
+  if (applied.length > 0) fastify.log.info({ migrations: applied }, 'database migrated')
+  fastify.decorate('db', db)
+  fastify.decorate('dbKind', kind)
+  fastify.decorate('dbReady', (timeoutMs = 1000) => ping(db, timeoutMs))
+}, { name: 'db', dependencies: ['config'] })

@@ -1,0 +1,102 @@
+import { STATUS_CODES } from 'node:http'
+import createError from '@fastify/error'
+import type { FastifyError, FastifyReply, FastifyRequest } from 'fastify'
+import fp from 'fastify-plugin'
+import FindMyWay, { type HTTPMethod } from 'find-my-way'
+import type { Problem } from '../schemas/problem.js'
+
+/** The service's own errors: each has a stable code, a status and a message safe to show. */
+export const Errors = {
+  InvalidCredentials: createError('INVALID_CREDENTIALS', 'The email, username or password is not right.', 401),
+  AuthenticationRequired: createError('AUTHENTICATION_REQUIRED', 'This needs a bearer access token.', 401),
+  InvalidAccessToken: createError('INVALID_ACCESS_TOKEN', 'The access token is not valid.', 401),
+  AccessTokenExpired: createError('ACCESS_TOKEN_EXPIRED', 'The access token has expired; refresh it.', 401),
+  InvalidRefreshToken: createError('INVALID_REFRESH_TOKEN', 'The refresh token is not valid.', 401),
+  Forbidden: createError('FORBIDDEN', 'You are signed in but not allowed to do this.', 403),
+  EmailTaken: createError('EMAIL_TAKEN', 'An account with this email address already exists.', 409),
+  UsernameTaken: createError('USERNAME_TAKEN', 'This username is taken.', 409),
+  WeakPassword: createError('WEAK_PASSWORD', 'The password does not meet the policy: %s.', 400),
+  SamePassword: createError('SAME_PASSWORD', 'The new password is the same as the current one.', 400),
+  InvalidHost: createError('INVALID_HOST', 'This host name is not served here.', 400)
+}
+
+/** Fastify's own client errors, under the service's codes. */
+const FRAMEWORK_CODES: Record<string, string> = {
+  FST_ERR_CTP_BODY_TOO_LARGE: 'PAYLOAD_TOO_LARGE',
+  FST_ERR_CTP_INVALID_MEDIA_TYPE: 'UNSUPPORTED_MEDIA_TYPE',
+  FST_ERR_CTP_INVALID_CONTENT_LENGTH: 'INVALID_CONTENT_LENGTH',
+  FST_ERR_CTP_EMPTY_JSON_BODY: 'MALFORMED_JSON',
+  FST_ERR_CTP_INVALID_JSON_BODY: 'MALFORMED_JSON',
+  FST_ERR_BAD_URL: 'MALFORMED_URL',
+  FST_ERR_MAX_PARAM_LENGTH: 'NOT_FOUND',
+  FST_ERR_ASYNC_CONSTRAINT: 'BAD_REQUEST'
+}
+
+const OWN_CODES = new Set<string>(Object.values(Errors).map((E) => new E().code))
+
+function problem (request: FastifyRequest, status: number, code: string, detail: string, errors?: Problem['errors']): Problem {
+  return { type: 'about:blank', title: STATUS_CODES[status] ?? 'Error', status, detail, code, request_id: request.id, ...(errors && { errors }) }
+}
+
+/** Turns any error into a problem. Client errors say what went wrong; server errors say nothing of internals. */
+export function toProblem (error: FastifyError, request: FastifyRequest): Problem {
+  if (error.validation) {
+    const errors = error.validation.map((v) => {
+      const missing = (v.params as { missingProperty?: string })?.missingProperty
+      const extra = (v.params as { additionalProperty?: string })?.additionalProperty
+      const path = v.instancePath + (missing ? `/${missing}` : extra ? `/${extra}` : '')
+      const message = extra ? 'is not an accepted field' : v.keyword === 'pattern' ? 'is not in the accepted format' : v.message ?? 'is not valid'
+      return { field: `/${error.validationContext ?? 'body'}${path}`, message }
+    })
+    const detail = errors.map((e) => `${e.field} ${e.message}`).join('; ')
+    return problem(request, 400, 'VALIDATION_FAILED', detail, errors)
+  }
+  const status = error.statusCode ?? 500
+  if (status >= 400 && status < 500) {
+    if (OWN_CODES.has(error.code)) return problem(request, status, error.code, error.message)
+    const code = FRAMEWORK_CODES[error.code] ?? 'BAD_REQUEST'
+    return problem(request, status, code, error.message)
+  }
+  return problem(request, 500, 'INTERNAL_ERROR', 'Something went wrong on our side. Quote the request id if you report it.')
+}
+
+export function sendProblem (reply: FastifyReply, body: Problem, headers: Record<string, string> = {}) {
+  return reply.code(body.status).headers(headers).type('application/problem+json').send(body)
+}
+
+/** For the server option `frameworkErrors`: router errors that never reach setErrorHandler. */
+export function frameworkErrorHandler (error: FastifyError, request: FastifyRequest, reply: FastifyReply) {
+  sendProblem(reply, toProblem(error, request))
+}
+
+const METHODS: HTTPMethod[] = ['GET', 'HEAD', 'POST', 'PUT', 'PATCH', 'DELETE', 'OPTIONS']
+
+export default fp(async function errors (fastify) {
+  // A router of every route's methods, only to tell 405 from 404.
+  const methods = FindMyWay()
+  fastify.addHook('onRoute', (route) => {
+    if (route.url.endsWith('*')) return // catch-alls (CORS preflight) would match every path
+    for (const method of [route.method].flat()) {
+      if (METHODS.includes(method as HTTPMethod) && !methods.hasRoute(method as HTTPMethod, route.url)) {
+        methods.on(method as HTTPMethod, route.url, () => {})
+      }
+    }
+  })
+
+  fastify.setErrorHandler(function (error: FastifyError, request, reply) {
+    const body = toProblem(error, request)
+    if (body.status >= 500) request.log.error({ err: error }, 'request failed')
+    else request.log.info({ code: body.code, status: body.status }, 'request refused')
+    const headers: Record<string, string> = body.status === 401 ? { 'www-authenticate': 'Bearer' } : {}
+    return sendProblem(reply, body, headers)
+  })
+
+  fastify.setNotFoundHandler(function (request, reply) {
+    const path = request.url.split('?')[0]
+    const allowed = METHODS.filter((m) => methods.find(m, path) !== null)
+    if (allowed.length > 0) {
+      return sendProblem(reply, problem(request, 405, 'METHOD_NOT_ALLOWED', `${request.method} is not allowed here; use ${allowed.join(', ')}.`), { allow: allowed.join(', ') })
+    }
+    return sendProblem(reply, problem(request, 404, 'NOT_FOUND', `No route ${request.method} ${path}.`))
+  })
+}, { name: 'errors', dependencies: ['config'] })

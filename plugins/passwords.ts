@@ -1,0 +1,77 @@
+import { readFileSync } from 'node:fs'
+import { hash, verify } from '@node-rs/argon2'
+import fp from 'fastify-plugin'
+import type { Config } from '../schemas/config.js'
+
+declare module 'fastify' {
+  interface FastifyInstance {
+    passwords: Passwords
+  }
+}
+
+export type Passwords = ReturnType<typeof createPasswords>
+
+/** The 10,000 most common passwords (see README: where the list comes from). */
+const COMMON_PASSWORDS = new Set(
+  readFileSync(new URL('./common-passwords.txt', import.meta.url), 'utf8').split('\n').filter(Boolean)
+)
+
+export const MAX_PASSWORD_LENGTH = 256
+
+export type PolicyViolation = 'too_short' | 'too_long' | 'too_common' | 'matches_identity'
+
+/** Unicode normalisation first, so the same password typed on two keyboards hashes the same. */
+export function normalizePassword (password: string): string {
+  return password.normalize('NFKC')
+}
+
+export function createPasswords (config: Pick<Config, 'ARGON2_MEMORY_KIB' | 'ARGON2_ITERATIONS' | 'ARGON2_PARALLELISM' | 'PASSWORD_MIN_LENGTH'>) {
+  // @node-rs/argon2 hashes with argon2id unless told otherwise (its Algorithm is a const enum TS cannot import here).
+  const params = {
+    memoryCost: config.ARGON2_MEMORY_KIB,
+    timeCost: config.ARGON2_ITERATIONS,
+    parallelism: config.ARGON2_PARALLELISM
+  }
+  const paramString = `m=${params.memoryCost},t=${params.timeCost},p=${params.parallelism}`
+
+  function hashPassword (password: string): Promise<string> {
+    return hash(normalizePassword(password), params)
+  }
+
+  // Hashed once at start: unknown accounts verify against it so they cost what known ones do.
+  const dummyHash = hashPassword('dummy password for unknown accounts')
+
+  return {
+    hash: hashPassword,
+
+    /** Verifies against `stored`, or against a dummy hash when there is no account, so both take the same time. */
+    async verify (stored: string | undefined, password: string): Promise<boolean> {
+      const target = stored ?? await dummyHash
+      const ok = await verify(target, normalizePassword(password)).catch(() => false)
+      return ok && stored !== undefined
+    },
+
+    /** True when `stored` was made with other parameters than the configured ones. */
+    needsRehash (stored: string): boolean {
+      return !stored.startsWith('$argon2id$') || !stored.includes(`$${paramString}$`)
+    },
+
+    /** The policy: length in characters after NFKC, not common, not the account's own email or username. */
+    check (password: string, identity: { email?: string | null, username?: string | null } = {}): PolicyViolation | null {
+      const normalized = normalizePassword(password)
+      const length = [...normalized].length
+      if (length < config.PASSWORD_MIN_LENGTH) return 'too_short'
+      if (length > MAX_PASSWORD_LENGTH) return 'too_long'
+      const lower = normalized.toLowerCase()
+      if (COMMON_PASSWORDS.has(lower)) return 'too_common'
+      if (lower === identity.email?.toLowerCase() || lower === identity.username?.toLowerCase()) return 'matches_identity'
+      return null
+    },
+
+    minLength: config.PASSWORD_MIN_LENGTH
+  }
+}
+
+export default fp(async function passwords (fastify) {
+  fastify.decorate('passwords', createPasswords(fastify.config))
+}, { name: 'passwords', dependencies: ['config'] })

@@ -1,0 +1,50 @@
+import cors from '@fastify/cors'
+import helmet from '@fastify/helmet'
+import fp from 'fastify-plugin'
+import { Errors } from './errors.js'
+
+const list = (value: string) => value.split(',').map((s) => s.trim()).filter(Boolean)
+
+/** Security headers, the Host allow-list, CORS, and JSON as the only body type. */
+export default fp(async function security (fastify) {
+  const { config } = fastify
+
+  await fastify.register(helmet, {
+    frameguard: { action: 'deny' },
+    contentSecurityPolicy: {
+      directives: {
+        defaultSrc: ["'self'"],
+        scriptSrc: ["'self'"],
+        // Swagger UI and ReDoc set styles inline; ReDoc renders in a blob worker.
+        styleSrc: ["'self'", "'unsafe-inline'"],
+        imgSrc: ["'self'", 'data:'],
+        workerSrc: ["'self'", 'blob:'],
+        fontSrc: ["'self'", 'data:'],
+        frameAncestors: ["'none'"],
+        formAction: ["'self'"],
+        upgradeInsecureRequests: null
+      }
+    }
+  })
+
+  const allowedHosts = list(config.ALLOWED_HOSTS).map((h) => h.toLowerCase())
+  if (!allowedHosts.includes('*')) {
+    const hosts = new Set(allowedHosts)
+    fastify.addHook('onRequest', async (request) => {
+      // request.hostname is the Host header (or a trusted proxy's X-Forwarded-Host) without the port.
+      if (!hosts.has(request.hostname.toLowerCase())) throw new Errors.InvalidHost()
+    })
+  }
+
+  const origins = list(config.CORS_ORIGINS)
+  await fastify.register(cors, {
+    origin: origins.includes('*') ? '*' : origins.length > 0 ? origins : false,
+    methods: ['GET', 'HEAD', 'POST', 'PUT', 'PATCH', 'DELETE'],
+    allowedHeaders: ['Authorization', 'Content-Type', 'X-Request-Id'],
+    exposedHeaders: ['X-Request-Id', 'WWW-Authenticate', 'Retry-After'],
+    maxAge: 600
+  })
+
+  // JSON is the only contract: a text/plain body is a 415, not a string that fails validation.
+  fastify.removeContentTypeParser(['text/plain'])
+}, { name: 'security', dependencies: ['config', 'errors'] })

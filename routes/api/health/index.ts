@@ -1,0 +1,25 @@
+import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox'
+import { Type } from 'typebox'
+
+const health: FastifyPluginAsyncTypebox = async (fastify) => {
+  fastify.get('/', {
+    schema: {
+      tags: ['health'],
+      summary: 'Liveness: the process answers (touches no database)',
+      response: { 200: Type.Ref('Health') }
+    }
+  }, async () => fastify.health.liveness())
+
+  fastify.get('/ready', {
+    schema: {
+      tags: ['health'],
+      summary: 'Readiness: 200 when the database answers, else 503',
+      response: { 200: Type.Ref('Health'), 503: Type.Ref('Health') }
+    }
+  }, async (_request, reply) => {
+    const report = await fastify.health.readiness()
+    return reply.code(report.status === 'ok' ? 200 : 503).send(report)
+  })
+}
+
+export default health

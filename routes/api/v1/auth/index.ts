@@ -1,0 +1,64 @@
+import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox'
+import type { FastifyRequest } from 'fastify'
+import { Type } from 'typebox'
+import { LoginBodySchema, LogoutBodySchema, RefreshBodySchema, SignupBodySchema } from '../../../../schemas/auth.js'
+import { problems } from '../../../../schemas/problem.js'
+import { toPublicUser } from '../../../../plugins/accounts.js'
+import type { ClientInfo } from '../../../../plugins/sessions.js'
+
+const clientOf = (request: FastifyRequest): ClientInfo => ({
+  ip: request.ip ?? null,
+  userAgent: request.headers['user-agent']?.slice(0, 512) ?? null
+})
+
+const auth: FastifyPluginAsyncTypebox = async (fastify) => {
+  fastify.post('/signup', {
+    schema: {
+      tags: ['auth'],
+      summary: 'Create an account and sign in',
+      body: SignupBodySchema,
+      response: { 201: Type.Ref('TokenResponse'), ...problems(400, 409) }
+    }
+  }, async (request, reply) => {
+    return reply.code(201).send(await fastify.accounts.signup(request.body, clientOf(request)))
+  })
+
+  fastify.post('/login', {
+    schema: {
+      tags: ['auth'],
+      summary: 'Sign in with email or username and password',
+      description: 'A wrong password, an unknown account and a disabled account all get the same 401 INVALID_CREDENTIALS, in about the same time.',
+      body: LoginBodySchema,
+      response: { 200: Type.Ref('TokenResponse'), ...problems(400, 401) }
+    }
+  }, async (request) => fastify.accounts.login(request.body, clientOf(request)))
+
+  fastify.post('/refresh', {
+    schema: {
+      tags: ['auth'],
+      summary: 'Trade a refresh token for a new pair (the old one stops working)',
+      body: RefreshBodySchema,
+      response: { 200: Type.Ref('TokenResponse'), ...problems(400, 401) }
+    }
+  }, async (request) => {
+    const { tokens, user } = await fastify.sessions.refresh(request.body.refresh_token)
+    return { ...tokens, user: toPublicUser(user) }
+  })
+
+  fastify.post('/logout', {
+    config: { auth: 'optional' },
+    schema: {
+      tags: ['auth'],
+      summary: 'End the session of a bearer token or of a refresh token',
+      description: 'Send the bearer access token, or `{ "refresh_token": … }` as the original service\'s clients do. Always 204, whether or not anything was ended.',
+      body: Type.Optional(LogoutBodySchema),
+      response: { 204: Type.Null({ description: 'Signed out' }), ...problems(400) }
+    }
+  }, async (request, reply) => {
+    if (request.auth) await fastify.sessions.end(request.auth.userId, request.auth.sessionId, 'logout')
+    if (request.body?.refresh_token) await fastify.sessions.endByRefreshToken(request.body.refresh_token, 'logout')
+    return reply.code(204).send(null)
+  })
+}
+
+export default auth

@@ -1,0 +1,47 @@
+import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox'
+import { Type } from 'typebox'
+import { toPublicUser } from '../../../../plugins/accounts.js'
+import { problems } from '../../../../schemas/problem.js'
+import { AccountDeleteBodySchema, ProfileUpdateBodySchema } from '../../../../schemas/users.js'
+
+const users: FastifyPluginAsyncTypebox = async (fastify) => {
+  fastify.get('/me', {
+    config: { auth: 'required' },
+    schema: {
+      tags: ['users'],
+      summary: 'The signed-in user',
+      response: { 200: Type.Ref('User') }
+    }
+  }, async (request) => toPublicUser(await fastify.accounts.current(request.auth!.userId)))
+
+  // PATCH is the method; PUT stays for the original service's clients.
+  for (const method of ['PATCH', 'PUT'] as const) {
+    fastify.route({
+      method,
+      url: '/me',
+      config: { auth: 'required' },
+      schema: {
+        tags: ['users'],
+        summary: method === 'PATCH' ? 'Change the username' : 'Change the username (as PATCH; kept for older clients)',
+        body: ProfileUpdateBodySchema,
+        response: { 200: Type.Ref('User'), ...problems(400, 409) }
+      },
+      handler: async (request) => fastify.accounts.updateProfile(request.auth!.userId, request.body)
+    })
+  }
+
+  fastify.delete('/me', {
+    config: { auth: 'required' },
+    schema: {
+      tags: ['users'],
+      summary: 'Delete the account (the password is asked again)',
+      body: AccountDeleteBodySchema,
+      response: { 204: Type.Null({ description: 'Deleted' }), ...problems(400) }
+    }
+  }, async (request, reply) => {
+    await fastify.accounts.deleteAccount(request.auth!.userId, request.body.password)
+    return reply.code(204).send(null)
+  })
+}
+
+export default users

@@ -1,0 +1,31 @@
+import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox'
+import { Type } from 'typebox'
+import { JwksSchema } from '../schemas/health.js'
+
+const root: FastifyPluginAsyncTypebox = async (fastify) => {
+  fastify.get('/.well-known/jwks.json', {
+    schema: {
+      tags: ['keys'],
+      summary: 'Public keys that verify access tokens (JWKS)',
+      description: 'Cache it for the time Cache-Control says; a token whose `kid` is unknown means the keys have rotated: fetch again.',
+      response: { 200: JwksSchema }
+    }
+  }, async (_request, reply) => {
+    reply.header('cache-control', `public, max-age=${fastify.config.JWKS_MAX_AGE_SECONDS}`)
+    return fastify.tokens.jwks()
+  })
+
+  // The original service's health path: readiness, with its `database` field.
+  fastify.get('/health', {
+    schema: {
+      tags: ['health'],
+      summary: 'Readiness, at the original service\'s path',
+      response: { 200: Type.Ref('Health'), 503: Type.Ref('Health') }
+    }
+  }, async (_request, reply) => {
+    const report = await fastify.health.readiness()
+    return reply.code(report.status === 'ok' ? 200 : 503).send(report)
+  })
+}
+
+export default root

@@ -1,0 +1,52 @@
+import { Type, type Static } from 'typebox'
+
+/** Input rules shared by several routes. Normalisation (trim, lower-case, NFKC) happens in the plugins. */
+export const EmailInput = Type.String({
+  maxLength: 320,
+  // One @, no spaces inside, a dot in the domain; surrounding spaces are trimmed later.
+  pattern: '^\\s*[^\\s@]+@[^\\s@]+\\.[^\\s@]+\\s*$',
+  description: 'An email address; trimmed and lower-cased.',
+  examples: ['ada@example.com']
+})
+
+export const UsernameInput = Type.String({
+  maxLength: 64,
+  // 3–42 of [a-z0-9_] once trimmed and lower-cased.
+  pattern: '^\\s*[A-Za-z0-9_]{3,42}\\s*$',
+  description: '3–42 letters a–z, digits or underscores after trimming; lower-cased.',
+  examples: ['ada_l']
+})
+
+export const PasswordInput = Type.String({
+  minLength: 1,
+  maxLength: 1024,
+  description: 'The password policy (length, common passwords) is checked after NFKC normalisation.',
+  examples: ['correct horse battery staple']
+})
+
+export const UuidSchema = Type.String({ format: 'uuid' })
+
+export const UserSchema = Type.Object({
+  id: Type.String({ format: 'uuid' }),
+  email: Type.String(),
+  username: Type.Union([Type.String(), Type.Null()]),
+  email_verified: Type.Boolean(),
+  roles: Type.Array(Type.String()),
+  created_at: Type.String({ format: 'date-time' }),
+  updated_at: Type.String({ format: 'date-time' })
+}, { $id: 'User', title: 'User', additionalProperties: false })
+
+export type User = Static<typeof UserSchema>
+
+export const TokenResponseSchema = Type.Object({
+  access_token: Type.String({ description: 'A JWT to send as `Authorization: Bearer …`.' }),
+  token_type: Type.Literal('Bearer'),
+  expires_in: Type.Integer({ description: 'Seconds until the access token expires.' }),
+  refresh_token: Type.String({ description: 'Opaque; trade it at /api/v1/auth/refresh. Each use rotates it.' }),
+  user: Type.Ref('User')
+}, { $id: 'TokenResponse', title: 'TokenResponse', additionalProperties: false })
+
+export type TokenResponse = Static<typeof TokenResponseSchema>
+
+/** Shared schemas, added once with addSchema so OpenAPI names them. */
+export const sharedSchemas = [UserSchema, TokenResponseSchema]

@@ -1,0 +1,57 @@
+import { Type, type Static } from 'typebox'
+
+/**
+ * Every setting the service reads, with its default. Values arrive as strings
+ * from the environment and are converted; anything that does not fit stops the
+ * process with one line naming the variable (see plugins/config.ts).
+ * README's configuration table is generated from the descriptions here.
+ */
+const Seconds = (def: number, description: string) =>
+  Type.Integer({ minimum: 1, maximum: 31_536_000, default: def, description })
+
+export const ConfigSchema = Type.Object({
+  NODE_ENV: Type.Union([Type.Literal('development'), Type.Literal('production'), Type.Literal('test')], {
+    default: 'development',
+    description: 'development, production or test. production refuses development defaults for secrets.'
+  }),
+  HOST: Type.String({ default: '0.0.0.0', minLength: 1, description: 'Address to listen on.' }),
+  PORT: Type.Integer({ minimum: 0, maximum: 65535, default: 8000, description: 'Port to listen on.' }),
+  LOG_LEVEL: Type.Union(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'].map((l) => Type.Literal(l)), {
+    default: 'info',
+    description: 'pino log level: fatal, error, warn, info, debug, trace or silent.'
+  }),
+  DATABASE_URL: Type.String({
+    default: 'sqlite:./data/auth.db',
+    pattern: '^(sqlite:.+|postgres(ql)?://.+)$',
+    description: '`sqlite:<file>`, `sqlite::memory:` or `postgres://user:pass@host:port/db`.'
+  }),
+  PUBLIC_URL: Type.String({ default: 'http://localhost:8000', pattern: '^https?://[^\\s]+$', description: 'The URL clients reach the service at; the default token issuer.' }),
+  JWT_ISSUER: Type.Optional(Type.String({ minLength: 1, description: 'The `iss` claim of access tokens (default: PUBLIC_URL).' })),
+  JWT_AUDIENCE: Type.String({ default: 'auth-service', minLength: 1, description: 'The `aud` claim of access tokens; verifiers must expect it.' }),
+  JWT_ALGORITHM: Type.Union([Type.Literal('RS256'), Type.Literal('ES256'), Type.Literal('EdDSA'), Type.Literal('HS256')], {
+    default: 'RS256',
+    description: 'Access-token signature: RS256, ES256, EdDSA, or HS256 (needs JWT_SECRET; the JWKS is then empty).'
+  }),
+  JWT_PRIVATE_KEY: Type.Optional(Type.String({ minLength: 1, description: 'PEM private key to sign with. Unset: a key is generated at first start and kept, encrypted, in the database.' })),
+  JWT_PRIVATE_KEY_FILE: Type.Optional(Type.String({ minLength: 1, description: 'Path of a PEM private key file (instead of JWT_PRIVATE_KEY).' })),
+  JWT_SECRET: Type.Optional(Type.String({ minLength: 32, description: 'Shared secret for HS256, at least 32 bytes.' })),
+  KEY_ENCRYPTION_SECRET: Type.String({
+    minLength: 32,
+    default: 'dev-only-key-encryption-secret-change-me',
+    description: 'Encrypts the generated private signing keys at rest (AES-256-GCM), so a copy of the database cannot mint tokens. At least 32 characters; required in production.'
+  }),
+  ACCESS_TOKEN_TTL_SECONDS: Seconds(900, 'Access-token lifetime.'),
+  REFRESH_TOKEN_TTL_SECONDS: Seconds(7 * 86400, 'Refresh-token idle lifetime, renewed at each rotation.'),
+  SESSION_MAX_AGE_SECONDS: Seconds(30 * 86400, 'Absolute session lifetime; after it the user must sign in again.'),
+  JWKS_MAX_AGE_SECONDS: Seconds(300, 'Cache-Control max-age of /.well-known/jwks.json.'),
+  ARGON2_MEMORY_KIB: Type.Integer({ minimum: 19456, maximum: 4_194_304, default: 19456, description: 'argon2id memory cost in KiB (OWASP minimum 19456).' }),
+  ARGON2_ITERATIONS: Type.Integer({ minimum: 2, maximum: 100, default: 2, description: 'argon2id time cost (OWASP minimum 2).' }),
+  ARGON2_PARALLELISM: Type.Integer({ minimum: 1, maximum: 16, default: 1, description: 'argon2id parallelism.' }),
+  PASSWORD_MIN_LENGTH: Type.Integer({ minimum: 8, maximum: 256, default: 8, description: 'Shortest accepted password, in characters (the longest is 256).' }),
+  ALLOWED_HOSTS: Type.String({ default: '*', description: 'Comma-separated Host header values to accept (port ignored); `*` accepts any.' }),
+  CORS_ORIGINS: Type.String({ default: '', description: 'Comma-separated origins allowed by CORS; empty allows none, `*` any.' }),
+  TRUST_PROXY: Type.String({ default: 'false', description: '`false`, `true`, a hop count, or comma-separated addresses/CIDRs of trusted proxies; decides which X-Forwarded-For entry is the client.' }),
+  BODY_LIMIT_BYTES: Type.Integer({ minimum: 1024, maximum: 1_048_576, default: 16384, description: 'Largest accepted request body.' })
+}, { additionalProperties: true })
+
+export type Config = Static<typeof ConfigSchema>
