@@ -37,7 +37,11 @@ export default fp(async function authenticate (fastify) {
   // Routes ask for authentication in their config; this wires the hook and documents it.
   fastify.addHook('onRoute', (route) => {
     const mode = route.config?.auth
-    if (!mode) return
+    if (!mode) {
+      // Public: say so, so the document does not inherit a requirement.
+      route.schema = { ...route.schema, security: [] }
+      return
+    }
     route.schema = { ...route.schema, security: [{ bearerAuth: [] }] }
     if (mode === 'required') {
       route.schema.response = { 401: Type.Ref('Problem'), ...(route.schema.response as object) }

@@ -19,7 +19,7 @@ const REDOC_PAGE = `<!doctype html>
 export default fp(async function docs (fastify) {
   await fastify.register(swagger, {
     openapi: {
-      openapi: '3.0.3',
+      openapi: '3.1.0',
       info: { title: 'auth-service', version: pkg.version, description: pkg.description, license: { name: 'MIT', url: 'https://opensource.org/licenses/MIT' } },
       servers: [{ url: fastify.config.PUBLIC_URL }],
       tags: [

@@ -5,6 +5,7 @@ import { JwksSchema } from '../schemas/health.js'
 const root: FastifyPluginAsyncTypebox = async (fastify) => {
   fastify.get('/.well-known/jwks.json', {
     schema: {
+      operationId: 'jwks',
       tags: ['keys'],
       summary: 'Public keys that verify access tokens (JWKS)',
       description: 'Cache it for the time Cache-Control says; a token whose `kid` is unknown means the keys have rotated: fetch again.',
@@ -18,6 +19,7 @@ const root: FastifyPluginAsyncTypebox = async (fastify) => {
   // The original service's health path: readiness, with its `database` field.
   fastify.get('/health', {
     schema: {
+      operationId: 'health',
       tags: ['health'],
       summary: 'Readiness, at the original service\'s path',
       response: { 200: Type.Ref('Health'), 503: Type.Ref('Health') }

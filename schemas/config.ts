@@ -55,3 +55,18 @@ export const ConfigSchema = Type.Object({
 }, { additionalProperties: true })
 
 export type Config = Static<typeof ConfigSchema>
+
+interface Described { default?: unknown, description?: string }
+const entries = () => Object.entries(ConfigSchema.properties as Record<string, Described>)
+const shown = (value: unknown) => (value === undefined ? '' : String(value))
+
+/** The configuration reference in README.md, made from the schema (a test keeps the two equal). */
+export function configTable (): string {
+  const rows = entries().map(([name, s]) => `| \`${name}\` | ${s.default === undefined ? '(unset)' : `\`${shown(s.default)}\``} | ${s.description ?? ''} |`)
+  return ['| variable | default | meaning |', '|---|---|---|', ...rows].join('\n')
+}
+
+/** .env.example, made from the schema: every variable, commented, with its default. */
+export function envExample (): string {
+  return entries().map(([name, s]) => `# ${s.description ?? ''}\n${s.default === undefined ? `# ${name}=` : `${name}=${shown(s.default)}`}\n`).join('\n')
+}

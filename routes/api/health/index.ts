@@ -3,7 +3,9 @@ import { Type } from 'typebox'
 
 const health: FastifyPluginAsyncTypebox = async (fastify) => {
   fastify.get('/', {
+    prefixTrailingSlash: 'no-slash',
     schema: {
+      operationId: 'liveness',
       tags: ['health'],
       summary: 'Liveness: the process answers (touches no database)',
       response: { 200: Type.Ref('Health') }
@@ -12,6 +14,7 @@ const health: FastifyPluginAsyncTypebox = async (fastify) => {
 
   fastify.get('/ready', {
     schema: {
+      operationId: 'readiness',
       tags: ['health'],
       summary: 'Readiness: 200 when the database answers, else 503',
       response: { 200: Type.Ref('Health'), 503: Type.Ref('Health') }

@@ -14,6 +14,7 @@ const clientOf = (request: FastifyRequest): ClientInfo => ({
 const auth: FastifyPluginAsyncTypebox = async (fastify) => {
   fastify.post('/signup', {
     schema: {
+      operationId: 'signup',
       tags: ['auth'],
       summary: 'Create an account and sign in',
       body: SignupBodySchema,
@@ -25,6 +26,7 @@ const auth: FastifyPluginAsyncTypebox = async (fastify) => {
 
   fastify.post('/login', {
     schema: {
+      operationId: 'login',
       tags: ['auth'],
       summary: 'Sign in with email or username and password',
       description: 'A wrong password, an unknown account and a disabled account all get the same 401 INVALID_CREDENTIALS, in about the same time.',
@@ -35,6 +37,7 @@ const auth: FastifyPluginAsyncTypebox = async (fastify) => {
 
   fastify.post('/refresh', {
     schema: {
+      operationId: 'refresh',
       tags: ['auth'],
       summary: 'Trade a refresh token for a new pair (the old one stops working)',
       body: RefreshBodySchema,
@@ -48,6 +51,7 @@ const auth: FastifyPluginAsyncTypebox = async (fastify) => {
   fastify.post('/logout', {
     config: { auth: 'optional' },
     schema: {
+      operationId: 'logout',
       tags: ['auth'],
       summary: 'End the session of a bearer token or of a refresh token',
       description: 'Send the bearer access token, or `{ "refresh_token": … }` as the original service\'s clients do. Always 204, whether or not anything was ended.',

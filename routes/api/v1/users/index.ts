@@ -8,6 +8,7 @@ const users: FastifyPluginAsyncTypebox = async (fastify) => {
   fastify.get('/me', {
     config: { auth: 'required' },
     schema: {
+      operationId: 'getMe',
       tags: ['users'],
       summary: 'The signed-in user',
       response: { 200: Type.Ref('User') }
@@ -21,6 +22,7 @@ const users: FastifyPluginAsyncTypebox = async (fastify) => {
       url: '/me',
       config: { auth: 'required' },
       schema: {
+        operationId: method === 'PATCH' ? 'updateMe' : 'replaceMe',
         tags: ['users'],
         summary: method === 'PATCH' ? 'Change the username' : 'Change the username (as PATCH; kept for older clients)',
         body: ProfileUpdateBodySchema,
@@ -33,6 +35,7 @@ const users: FastifyPluginAsyncTypebox = async (fastify) => {
   fastify.delete('/me', {
     config: { auth: 'required' },
     schema: {
+      operationId: 'deleteMe',
       tags: ['users'],
       summary: 'Delete the account (the password is asked again)',
       body: AccountDeleteBodySchema,

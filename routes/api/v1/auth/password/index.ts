@@ -7,6 +7,7 @@ const password: FastifyPluginAsyncTypebox = async (fastify) => {
   fastify.post('/change', {
     config: { auth: 'required' },
     schema: {
+      operationId: 'changePassword',
       tags: ['auth'],
       summary: 'Change the password; every other session ends',
       description: 'A wrong current password is 401 INVALID_CREDENTIALS; the same password again is 400 SAME_PASSWORD.',
