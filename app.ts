@@ -2,9 +2,11 @@ import { randomUUID } from 'node:crypto'
 import { join } from 'node:path'
 import AutoLoad from '@fastify/autoload'
 import AjvCompiler from '@fastify/ajv-compiler'
+import fp from 'fastify-plugin'
 import { LogController, type FastifyInstance, type FastifyServerOptions } from 'fastify'
 import type { IncomingMessage } from 'node:http'
 import accounts from './plugins/accounts.js'
+import audit from './plugins/audit.js'
 import authenticate from './plugins/authenticate.js'
 import config, { type ConfigPluginOptions } from './plugins/config.js'
 import db from './plugins/db.js'
@@ -13,12 +15,15 @@ import errors, { frameworkErrorHandler } from './plugins/errors.js'
 import health from './plugins/health.js'
 import logging from './plugins/logging.js'
 import passwords from './plugins/passwords.js'
+import redis from './plugins/redis.js'
+import revocations from './plugins/revocations.js'
 import security from './plugins/security.js'
 import sessions from './plugins/sessions.js'
 import tokens from './plugins/tokens.js'
 import type { Config } from './schemas/config.js'
 import { sharedSchemas } from './schemas/common.js'
 import { HealthSchema } from './schemas/health.js'
+import { SessionSchema } from './schemas/users.js'
 import { ProblemSchema } from './schemas/problem.js'
 
 export type AppOptions = ConfigPluginOptions
@@ -70,9 +75,13 @@ export function serverOptions (config: Config): FastifyServerOptions {
   }
 }
 
-/** The whole service as one plugin: the plugins first, then every route under routes/. */
-export default async function app (fastify: FastifyInstance, opts: AppOptions) {
-  for (const schema of [ProblemSchema, HealthSchema, ...sharedSchemas]) fastify.addSchema(schema)
+/**
+ * The whole service as one plugin: the plugins first, then every route under
+ * routes/. Not encapsulated, so its decorators (db, tokens, …) are reachable
+ * from the instance that registers it: the tests and the CLI use them.
+ */
+async function app (fastify: FastifyInstance, opts: AppOptions) {
+  for (const schema of [ProblemSchema, HealthSchema, SessionSchema, ...sharedSchemas]) fastify.addSchema(schema)
 
   await fastify.register(config, opts)
   await fastify.register(errors)
@@ -80,8 +89,11 @@ export default async function app (fastify: FastifyInstance, opts: AppOptions) {
   await fastify.register(docs)
   await fastify.register(db)
   await fastify.register(health)
+  await fastify.register(redis)
+  await fastify.register(audit)
   await fastify.register(passwords)
   await fastify.register(tokens)
+  await fastify.register(revocations)
   await fastify.register(authenticate)
   await fastify.register(logging)
   await fastify.register(sessions)
@@ -93,3 +105,5 @@ export default async function app (fastify: FastifyInstance, opts: AppOptions) {
     cascadeHooks: true
   })
 }
+
+export default fp(app, { name: 'auth-service' })

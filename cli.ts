@@ -1,34 +1,48 @@
 import { parseArgs } from 'node:util'
 import Fastify from 'fastify'
+import type { Kysely } from 'kysely'
 import app, { serverOptions } from './app.js'
 import { migrateToLatest, openDatabase } from './db/connect.js'
+import type { Database } from './db/types.js'
 import { ConfigError, loadConfig } from './plugins/config.js'
-import { configTable, envExample } from './schemas/config.js'
+import { rotateKeys } from './plugins/tokens.js'
+import { configTable, envExample, type Config } from './schemas/config.js'
 
 const HELP = `auth-service command line
 
 Usage: node dist/cli.js <command>   (from a checkout: npm run <command>)
 
 Commands:
-  migrate    bring the database named by DATABASE_URL up to date
-  openapi    print the OpenAPI document as JSON
-  config     print the configuration reference (Markdown table, as in README.md)
-  env        print a commented .env file with every variable and its default
-  help       show this text
+  migrate      bring the database named by DATABASE_URL up to date
+  keys:rotate  add a new signing key: published now, signing after KEY_RELOAD_SECONDS;
+               the old key verifies until its last token has expired
+  openapi      print the OpenAPI document as JSON
+  config       print the configuration reference (Markdown table, as in README.md)
+  env          print a commented .env file with every variable and its default
+  help         show this text
 
 Configuration comes from the environment, as for the server (see .env.example).`
 
+/** Runs `work` on the configured database, migrated, and closes it. */
+async function withDatabase (work: (db: Kysely<Database>, config: Config) => Promise<void>) {
+  const config = loadConfig(process.env)
+  const { db } = openDatabase(config.DATABASE_URL)
+  try {
+    const applied = await migrateToLatest(db)
+    if (applied.length > 0) console.log(`migrations applied: ${applied.join(', ')}`)
+    await work(db, config)
+  } finally {
+    await db.destroy()
+  }
+}
+
 const commands: Record<string, () => Promise<void>> = {
-  async migrate () {
-    const config = loadConfig(process.env)
-    const { db } = openDatabase(config.DATABASE_URL)
-    try {
-      const applied = await migrateToLatest(db)
-      console.log(applied.length > 0 ? `applied: ${applied.join(', ')}` : 'already up to date')
-    } finally {
-      await db.destroy()
-    }
-  },
+  migrate: () => withDatabase(async () => console.log('database up to date')),
+
+  'keys:rotate': () => withDatabase(async (db, config) => {
+    const kid = await rotateKeys(config, db, new Date())
+    console.log(`new signing key ${kid}: in the JWKS now, signing in ${config.KEY_RELOAD_SECONDS} s; the previous key verifies until its tokens expire`)
+  }),
 
   async openapi () {
     // The document does not depend on the data: build the service on a throw-away database.

@@ -49,11 +49,31 @@ export interface SigningKeysTable {
   retired_at: ColumnType<Date | string | null, string | null | undefined, string | null>
 }
 
+export interface AuthEventsTable {
+  id: string
+  user_id: string | null
+  session_id: string | null
+  type: string
+  ip: string | null
+  user_agent: string | null
+  created_at: Timestamp
+  /** JSON text */
+  detail: string
+}
+
+export interface RevokedSessionsTable {
+  session_id: string
+  revoked_at: Timestamp
+  expires_at: Timestamp
+}
+
 export interface Database {
   users: UsersTable
   sessions: SessionsTable
   refresh_tokens: RefreshTokensTable
   signing_keys: SigningKeysTable
+  auth_events: AuthEventsTable
+  revoked_sessions: RevokedSessionsTable
 }
 
 export type UserRow = Selectable<UsersTable>
@@ -62,3 +82,5 @@ export type UserUpdate = Updateable<UsersTable>
 export type SessionRow = Selectable<SessionsTable>
 export type RefreshTokenRow = Selectable<RefreshTokensTable>
 export type SigningKeyRow = Selectable<SigningKeysTable>
+export type AuthEventRow = Selectable<AuthEventsTable>
+export type NewAuthEvent = Insertable<AuthEventsTable>

@@ -107,7 +107,7 @@ function createAccounts (fastify: FastifyInstance) {
       if (currentPassword.normalize('NFKC') === newPassword.normalize('NFKC')) throw new Errors.SamePassword()
       enforcePolicy(newPassword, user)
       await updateUser(db, user.id, { password_hash: await passwords.hash(newPassword), updated_at: fastify.now().toISOString() })
-      await sessions.endOthers(user.id, sessionId, 'password_changed')
+      await sessions.endAll(user.id, 'password_changed', sessionId)
     },
 
     async updateProfile (userId: string, changes: { username: string | null }): Promise<User> {
@@ -122,6 +122,8 @@ function createAccounts (fastify: FastifyInstance) {
     async deleteAccount (userId: string, password: string): Promise<void> {
       const user = await current(userId)
       if (!await passwords.verify(user.password_hash, password)) throw new Errors.InvalidCredentials()
+      // Revoke first: the revocation list outlives the session rows the delete removes.
+      await sessions.endAll(user.id, 'account_deleted')
       await deleteUser(db, user.id)
     }
   }

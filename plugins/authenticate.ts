@@ -31,6 +31,8 @@ export default fp(async function authenticate (fastify) {
     const match = BEARER.exec(header)
     if (!match) throw new Errors.InvalidAccessToken()
     const claims = fastify.tokens.verifyAccessToken(match[1])
+    // In memory, no I/O: a session ended anywhere stops its access tokens at once.
+    if (fastify.revocations.has(claims.sid)) throw new Errors.SessionRevoked()
     return { userId: claims.sub, sessionId: claims.sid, roles: claims.roles }
   }
 
@@ -42,7 +44,8 @@ export default fp(async function authenticate (fastify) {
       route.schema = { ...route.schema, security: [] }
       return
     }
-    route.schema = { ...route.schema, security: [{ bearerAuth: [] }] }
+    // An empty requirement makes the bearer optional in the document.
+    route.schema = { ...route.schema, security: mode === 'required' ? [{ bearerAuth: [] }] : [{}, { bearerAuth: [] }] }
     if (mode === 'required') {
       route.schema.response = { 401: Type.Ref('Problem'), ...(route.schema.response as object) }
     }
@@ -51,4 +54,4 @@ export default fp(async function authenticate (fastify) {
       : async (request: FastifyRequest) => { try { request.auth = verify(request) } catch { request.auth = null } }
     route.onRequest = [hook, ...[route.onRequest ?? []].flat()]
   })
-}, { name: 'authenticate', dependencies: ['config', 'tokens'] })
+}, { name: 'authenticate', dependencies: ['config', 'tokens', 'revocations'] })

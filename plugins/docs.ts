@@ -25,6 +25,7 @@ export default fp(async function docs (fastify) {
       tags: [
         { name: 'auth', description: 'Sign up, sign in, tokens' },
         { name: 'users', description: 'The signed-in user' },
+        { name: 'sessions', description: 'The signed-in user\'s sessions' },
         { name: 'keys', description: 'Public keys to verify access tokens' },
         { name: 'health', description: 'Liveness and readiness' }
       ],

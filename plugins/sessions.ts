@@ -1,9 +1,9 @@
 import { randomUUID } from 'node:crypto'
-import type { FastifyInstance } from 'fastify'
+import type { FastifyInstance, FastifyRequest } from 'fastify'
 import fp from 'fastify-plugin'
-import { findRefreshToken, insertSession, revokeSessions, rotateRefreshToken } from '../db/queries/sessions.js'
+import { findRefreshToken, insertSession, listLiveSessions, revokeSessions, rotateRefreshToken, touchSession, type RefreshTokenWithSession } from '../db/queries/sessions.js'
 import { findUserById } from '../db/queries/users.js'
-import type { UserRow } from '../db/types.js'
+import type { SessionRow, UserRow } from '../db/types.js'
 import { Errors } from './errors.js'
 
 declare module 'fastify' {
@@ -14,7 +14,7 @@ declare module 'fastify' {
 
 export type Sessions = ReturnType<typeof createSessions>
 
-/** Where a request came from, kept on its session. */
+/** Where a request came from, kept on its session and in audit events. */
 export interface ClientInfo {
   ip: string | null
   userAgent: string | null
@@ -27,11 +27,18 @@ export interface IssuedTokens {
   refresh_token: string
 }
 
+export const clientOf = (request: FastifyRequest): ClientInfo => ({
+  ip: request.ip ?? null,
+  userAgent: request.headers['user-agent']?.slice(0, 512) ?? null
+})
+
 const later = (from: Date, seconds: number) => new Date(from.getTime() + seconds * 1000).toISOString()
-const isPast = (time: Date | string | null, now: Date) => time !== null && new Date(time).getTime() <= now.getTime()
+const isPast = (time: Date | string, now: Date) => new Date(time).getTime() <= now.getTime()
+/** How many rotations a racing request may follow to reach the session's current token. */
+const MAX_GRACE_HOPS = 8
 
 function createSessions (fastify: FastifyInstance) {
-  const { db, tokens, config } = fastify
+  const { db, tokens, config, revocations, audit } = fastify
 
   function issue (user: UserRow, sessionId: string, refreshToken: string): IssuedTokens {
     return {
@@ -42,7 +49,44 @@ function createSessions (fastify: FastifyInstance) {
     }
   }
 
+  /** Ends sessions in the database and puts them on the revocation list, so their access tokens stop at once. */
+  async function revoke (userId: string, reason: string, opts: { only?: string, except?: string } = {}): Promise<string[]> {
+    const ids = await revokeSessions(db, userId, fastify.now().toISOString(), reason, opts)
+    await revocations.add(ids)
+    return ids
+  }
+
+  /**
+   * A rotated token presented again. Within the grace window it is a racing
+   * tab: follow the rotations to the session's current token and hand that out
+   * (the successor of a token is derived from it, so no plaintext is stored).
+   * Later, it is a stolen token: the whole session ends.
+   */
+  async function replay (row: RefreshTokenWithSession, presented: string, user: UserRow, client: ClientInfo, now: Date): Promise<IssuedTokens> {
+    const rotatedAt = new Date(row.rotated_at!)
+    if (now.getTime() - rotatedAt.getTime() > config.REFRESH_REUSE_GRACE_SECONDS * 1000) {
+      const ended = await revoke(row.user_id, 'refresh_token_reused', { only: row.session_id })
+      await audit.record({ type: 'refresh_token_reused', userId: row.user_id, sessionId: row.session_id, client, detail: { rotated_at: rotatedAt.toISOString(), session_ended: ended.length > 0 } })
+      throw new Errors.RefreshTokenReused()
+    }
+    let token = presented
+    for (let hop = 0; hop < MAX_GRACE_HOPS; hop++) {
+      const next = tokens.successorOf(token)
+      const successor = await findRefreshToken(db, next.hash)
+      if (!successor) break
+      if (successor.rotated_at === null) {
+        if (isPast(successor.expires_at, now)) break
+        await touchSession(db, row.session_id, now.toISOString())
+        return issue(user, row.session_id, next.token)
+      }
+      token = next.token
+    }
+    throw new Errors.InvalidRefreshToken()
+  }
+
   return {
+    revoke,
+
     /** Signs a user in: a new session, its first refresh token and an access token. */
     async start (user: UserRow, client: ClientInfo): Promise<IssuedTokens> {
       const now = fastify.now()
@@ -54,41 +98,51 @@ function createSessions (fastify: FastifyInstance) {
       return issue(user, id, refresh.token)
     },
 
-    /** Trades a refresh token for a new pair. The old token stops working. */
-    async refresh (refreshToken: string): Promise<{ tokens: IssuedTokens, user: UserRow }> {
-      const now = fastify.now()
-      const row = await findRefreshToken(db, tokens.hashRefreshToken(refreshToken))
-      if (!row || row.rotated_at !== null || row.revoked_at !== null || isPast(row.expires_at, now) || isPast(row.session_expires_at, now)) {
-        throw new Errors.InvalidRefreshToken()
+    /** Trades a refresh token for a new pair. The old token stops working (see `replay` for racing tabs and theft). */
+    async refresh (refreshToken: string, client: ClientInfo): Promise<{ tokens: IssuedTokens, user: UserRow }> {
+      const hash = tokens.hashRefreshToken(refreshToken)
+      // Two passes at most: a request that loses the race to rotate reads the token again and is treated as a replay.
+      for (let attempt = 0; attempt < 2; attempt++) {
+        const now = fastify.now()
+        const row = await findRefreshToken(db, hash)
+        if (!row || row.revoked_at !== null) throw new Errors.InvalidRefreshToken()
+        if (isPast(row.session_expires_at, now)) throw new Errors.SessionExpired()
+        const user = await findUserById(db, row.user_id)
+        if (!user || user.disabled) throw new Errors.InvalidRefreshToken()
+        if (row.rotated_at !== null) return { tokens: await replay(row, refreshToken, user, client, now), user }
+        if (isPast(row.expires_at, now)) throw new Errors.InvalidRefreshToken()
+        const next = tokens.successorOf(refreshToken)
+        const rotated = await rotateRefreshToken(db, hash, {
+          hash: next.hash, sessionId: row.session_id, now: now.toISOString(), expiresAt: later(now, config.REFRESH_TOKEN_TTL_SECONDS)
+        })
+        if (rotated) return { tokens: issue(user, row.session_id, next.token), user }
       }
-      const user = await findUserById(db, row.user_id)
-      if (!user || user.disabled) throw new Errors.InvalidRefreshToken()
-      const next = tokens.newRefreshToken()
-      const rotated = await rotateRefreshToken(db, row.token_hash, {
-        hash: next.hash, sessionId: row.session_id, now: now.toISOString(), expiresAt: later(now, config.REFRESH_TOKEN_TTL_SECONDS)
-      })
-      if (!rotated) throw new Errors.InvalidRefreshToken()
-      return { tokens: issue(user, row.session_id, next.token), user }
+      throw new Errors.InvalidRefreshToken()
     },
 
-    /** Ends one session of a user. */
-    async end (userId: string, sessionId: string, reason: string): Promise<string[]> {
-      return revokeSessions(db, userId, fastify.now().toISOString(), reason, { only: sessionId })
+    /** The user's sessions that can still be refreshed. */
+    list (userId: string): Promise<SessionRow[]> {
+      return listLiveSessions(db, userId, fastify.now().toISOString())
     },
 
-    /** Ends every session of a user but `keep`. */
-    async endOthers (userId: string, keep: string, reason: string): Promise<string[]> {
-      return revokeSessions(db, userId, fastify.now().toISOString(), reason, { except: keep })
+    /** Ends one session of the user; false when they have no such live session. */
+    async end (userId: string, sessionId: string, reason: string): Promise<boolean> {
+      return (await revoke(userId, reason, { only: sessionId })).length > 0
+    },
+
+    /** Ends every session of the user, or every one but `keep`. */
+    endAll (userId: string, reason: string, keep?: string): Promise<string[]> {
+      return revoke(userId, reason, { except: keep })
     },
 
     /** Ends the session a refresh token belongs to, if it is one of ours. */
-    async endByRefreshToken (refreshToken: string, reason: string): Promise<string[]> {
+    async endByRefreshToken (refreshToken: string, reason: string): Promise<void> {
       const row = await findRefreshToken(db, tokens.hashRefreshToken(refreshToken))
-      return row ? revokeSessions(db, row.user_id, fastify.now().toISOString(), reason, { only: row.session_id }) : []
+      if (row) await revoke(row.user_id, reason, { only: row.session_id })
     }
   }
 }
 
 export default fp(async function sessions (fastify) {
   fastify.decorate('sessions', createSessions(fastify))
-}, { name: 'sessions', dependencies: ['config', 'db', 'tokens'] })
+}, { name: 'sessions', dependencies: ['config', 'db', 'tokens', 'revocations', 'audit'] })

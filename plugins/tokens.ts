@@ -1,9 +1,10 @@
-import { createCipheriv, createDecipheriv, createHash, createPrivateKey, createPublicKey, generateKeyPairSync, hkdfSync, randomBytes, randomUUID, type JsonWebKey, type KeyObject } from 'node:crypto'
+import { createCipheriv, createDecipheriv, createHash, createHmac, createPrivateKey, createPublicKey, generateKeyPairSync, hkdfSync, randomBytes, randomUUID, type JsonWebKey, type KeyObject } from 'node:crypto'
 import { readFileSync } from 'node:fs'
 import { createDecoder, createSigner, createVerifier } from 'fast-jwt'
+import type { FastifyBaseLogger } from 'fastify'
 import fp from 'fastify-plugin'
 import type { Kysely } from 'kysely'
-import { insertKey, listLiveKeys } from '../db/queries/signing-keys.js'
+import { insertKey, insertKeyRetiringOthers, listKeys } from '../db/queries/signing-keys.js'
 import type { Database } from '../db/types.js'
 import type { Config } from '../schemas/config.js'
 import { Errors } from './errors.js'
@@ -95,28 +96,50 @@ function keyCipher (secret: string) {
   }
 }
 
-/** Loads the configured key, or the database's keys (generating the first). The first key signs. */
-async function loadKeys (config: Config, db: Kysely<Database>, now: Date): Promise<SigningKey[]> {
+/**
+ * How the stored keys are used over time. A rotation adds a key that every
+ * instance learns at its next reload (every KEY_RELOAD_SECONDS / 2) and that
+ * signs only once KEY_RELOAD_SECONDS have passed, so no instance ever meets a
+ * token of a key it does not know yet. The key it replaces stops signing at
+ * that moment and keeps verifying until its last token has expired.
+ */
+function keyTimes (config: Config) {
+  const publishMs = config.KEY_RELOAD_SECONDS * 1000
+  return { publishMs, reloadMs: publishMs / 2, verifyAfterRetiredMs: config.ACCESS_TOKEN_TTL_SECONDS * 1000 + 60_000 }
+}
+
+/** The configured key (HS256 secret or PEM), or null when keys live in the database. */
+function configuredKey (config: Config): SigningKey | null {
   const algorithm = config.JWT_ALGORITHM
   if (algorithm === 'HS256') {
     const secret = Buffer.from(config.JWT_SECRET!, 'utf8')
-    return [{ kid: `hs-${createHash('sha256').update(secret).digest('base64url').slice(0, 16)}`, algorithm, privateKey: secret, publicKey: secret, publicJwk: null }]
+    return { kid: `hs-${createHash('sha256').update(secret).digest('base64url').slice(0, 16)}`, algorithm, privateKey: secret, publicKey: secret, publicJwk: null }
   }
   const pem = config.JWT_PRIVATE_KEY ?? (config.JWT_PRIVATE_KEY_FILE && readFileSync(config.JWT_PRIVATE_KEY_FILE, 'utf8'))
-  if (pem) {
-    const privateKey = createPrivateKey(pem)
-    if (algorithmOf(privateKey) !== algorithm) throw new Error(`JWT_PRIVATE_KEY is not a key for ${algorithm} (RS256: RSA of 2048 bits or more; ES256: P-256; EdDSA: Ed25519).`)
-    return [toSigningKey(privateKey, algorithm)]
-  }
+  if (!pem) return null
+  const privateKey = createPrivateKey(pem)
+  if (algorithmOf(privateKey) !== algorithm) throw new Error(`JWT_PRIVATE_KEY is not a key for ${algorithm} (RS256: RSA of 2048 bits or more; ES256: P-256; EdDSA: Ed25519).`)
+  return toSigningKey(privateKey, algorithm)
+}
+
+/** The database's keys for the configured algorithm, in play at `now`: the signing key first, then the others that still verify. */
+async function storedKeys (config: Config, db: Kysely<Database>, now: Date): Promise<SigningKey[]> {
+  const algorithm = config.JWT_ALGORITHM
+  const { publishMs, verifyAfterRetiredMs } = keyTimes(config)
   const cipher = keyCipher(config.KEY_ENCRYPTION_SECRET)
-  let rows = (await listLiveKeys(db)).filter((r) => r.algorithm === algorithm)
-  if (rows.length === 0) {
-    const key = toSigningKey(generatePrivateKey(algorithm), algorithm)
-    await insertKey(db, { kid: key.kid, algorithm, public_jwk: JSON.stringify(key.publicJwk), private_key: cipher.seal(key.privateKey as string), created_at: now.toISOString() })
-    // Read back: replicas that raced to create a first key all settle on the same newest one.
-    rows = (await listLiveKeys(db)).filter((r) => r.algorithm === algorithm)
+  const read = async () => (await listKeys(db, algorithm, new Date(now.getTime() - verifyAfterRetiredMs).toISOString()))
+  let rows = await read()
+  if (!rows.some((r) => r.retired_at === null)) {
+    await insertKey(db, sealedRow(generatePrivateKey(algorithm as Exclude<Algorithm, 'HS256'>), algorithm, cipher, now))
+    // Read back: replicas that raced to create a first key all settle on the same rows.
+    rows = await read()
   }
-  return rows.map((row) => {
+  // Rows come newest first. The signer is the newest key that has not stopped signing and was
+  // published long enough ago; on a first start (nothing published yet), the newest one.
+  const t = now.getTime()
+  const signing = rows.filter((r) => r.retired_at === null || new Date(r.retired_at).getTime() > t)
+  const signer = signing.find((r) => new Date(r.created_at).getTime() <= t - publishMs) ?? signing[0] ?? rows[0]
+  return [signer, ...rows.filter((r) => r !== signer)].map((row) => {
     let pemText: string
     try {
       pemText = cipher.open(row.private_key)
@@ -127,33 +150,69 @@ async function loadKeys (config: Config, db: Kysely<Database>, now: Date): Promi
   })
 }
 
+function sealedRow (privateKey: KeyObject, algorithm: Algorithm, cipher: ReturnType<typeof keyCipher>, now: Date) {
+  const key = toSigningKey(privateKey, algorithm)
+  return { kid: key.kid, algorithm, public_jwk: JSON.stringify(key.publicJwk), private_key: cipher.seal(key.privateKey as string), created_at: now.toISOString() }
+}
+
+/**
+ * Adds a new signing key. It is published at once and signs after
+ * KEY_RELOAD_SECONDS; the keys it replaces stop signing then and verify until
+ * their tokens have expired. Refused when the key comes from the configuration.
+ */
+export async function rotateKeys (config: Config, db: Kysely<Database>, now: Date): Promise<string> {
+  if (configuredKey(config)) throw new Error('The signing key comes from JWT_SECRET or JWT_PRIVATE_KEY(_FILE): rotate it there.')
+  const row = sealedRow(generatePrivateKey(config.JWT_ALGORITHM as Exclude<Algorithm, 'HS256'>), config.JWT_ALGORITHM, keyCipher(config.KEY_ENCRYPTION_SECRET), now)
+  await insertKeyRetiringOthers(db, row, new Date(now.getTime() + keyTimes(config).publishMs).toISOString())
+  return row.kid
+}
+
 const sha256 = (value: string) => createHash('sha256').update(value).digest('base64url')
 const decodeHeader = createDecoder({ complete: true })
 
-export async function createTokens (config: Config, db: Kysely<Database>, now: () => Date) {
-  const keys = await loadKeys(config, db, now())
-  const issuer = config.JWT_ISSUER ?? config.PUBLIC_URL
-  const audience = config.JWT_AUDIENCE
+/** Signer, verifiers and JWKS for one set of keys; replaced whole when the keys change. */
+function keyring (keys: SigningKey[], issuer: string, audience: string, ttlSeconds: number) {
   const [active] = keys
-  const sign = createSigner({ key: active.privateKey, algorithm: active.algorithm, kid: active.kid, iss: issuer, aud: audience, expiresIn: config.ACCESS_TOKEN_TTL_SECONDS * 1000 })
-  // One verifier per key, each allowing exactly the configured algorithm: no `none`, no HS256 signed with a public key.
-  const verifiers = new Map(keys.map((k) => [k.kid, createVerifier({
-    key: k.publicKey,
-    algorithms: [k.algorithm],
-    allowedIss: issuer,
-    allowedAud: audience,
-    requiredClaims: ['sub', 'sid', 'jti', 'iat', 'exp'],
-    ignoreExpiration: true // checked against the service clock below
-  })]))
   const jwks = { keys: keys.flatMap((k) => (k.publicJwk ? [k.publicJwk] : [])) }
+  return {
+    activeKid: active.kid,
+    sign: createSigner({ key: active.privateKey, algorithm: active.algorithm, kid: active.kid, iss: issuer, aud: audience, expiresIn: ttlSeconds * 1000 }),
+    // One verifier per key, each allowing exactly the configured algorithm: no `none`, no HS256 signed with a public key.
+    verifiers: new Map(keys.map((k) => [k.kid, createVerifier({
+      key: k.publicKey,
+      algorithms: [k.algorithm],
+      allowedIss: issuer,
+      allowedAud: audience,
+      requiredClaims: ['sub', 'sid', 'jti', 'iat', 'exp'],
+      ignoreExpiration: true // checked against the service clock
+    })])),
+    jwks,
+    etag: `"${sha256(JSON.stringify(jwks))}"`
+  }
+}
+
+export async function createTokens (config: Config, db: Kysely<Database>, now: () => Date, log: FastifyBaseLogger) {
+  const issuer = config.JWT_ISSUER ?? config.PUBLIC_URL
+  const configured = configuredKey(config)
+  const load = async () => keyring(configured ? [configured] : await storedKeys(config, db, now()), issuer, config.JWT_AUDIENCE, config.ACCESS_TOKEN_TTL_SECONDS)
+  let ring = await load()
+  // A successor is derived, not random, so a request racing the rotation of the same token gets the same successor.
+  const successorKey = Buffer.from(hkdfSync('sha256', config.KEY_ENCRYPTION_SECRET, 'auth-service', 'refresh-token-successor', 32))
+
+  async function reload () {
+    ring = await load()
+  }
+
+  const timer = configured ? undefined : setInterval(() => { reload().catch((err) => log.warn({ err }, 'signing keys reload failed')) }, keyTimes(config).reloadMs)
+  timer?.unref()
 
   return {
     accessTtl: config.ACCESS_TOKEN_TTL_SECONDS,
-    activeKid: active.kid,
+    activeKid: () => ring.activeKid,
 
     signAccessToken (claims: { sub: string, sid: string, roles: string[] }): string {
       // iat from the service clock; fast-jwt adds exp = iat + the access-token lifetime.
-      return sign({ ...claims, jti: randomUUID(), iat: Math.floor(now().getTime() / 1000) })
+      return ring.sign({ ...claims, jti: randomUUID(), iat: Math.floor(now().getTime() / 1000) })
     },
 
     /** Verifies a bearer token; throws the service's 401 errors. */
@@ -161,7 +220,7 @@ export async function createTokens (config: Config, db: Kysely<Database>, now: (
       let claims: AccessClaims
       try {
         const kid = decodeHeader(token).header.kid
-        claims = verifiers.get(kid)!(token)
+        claims = ring.verifiers.get(kid)!(token)
       } catch {
         // Malformed, unknown kid, wrong algorithm, bad signature, wrong issuer or audience: all the same to the caller.
         throw new Errors.InvalidAccessToken()
@@ -171,7 +230,17 @@ export async function createTokens (config: Config, db: Kysely<Database>, now: (
       return claims
     },
 
-    jwks: () => jwks,
+    jwks: () => ({ body: ring.jwks, etag: ring.etag }),
+
+    /** Re-reads the keys now (after a rotation in this process). */
+    reload,
+
+    /** Rotates the stored keys and reloads them here. */
+    async rotate (): Promise<string> {
+      const kid = await rotateKeys(config, db, now())
+      await reload()
+      return kid
+    },
 
     /** A new opaque refresh token (256 random bits) and the hash that is all the database keeps. */
     newRefreshToken (): { token: string, hash: string } {
@@ -179,10 +248,20 @@ export async function createTokens (config: Config, db: Kysely<Database>, now: (
       return { token, hash: sha256(token) }
     },
 
-    hashRefreshToken: sha256
+    /** The token that replaces `token` at rotation. */
+    successorOf (token: string): { token: string, hash: string } {
+      const next = createHmac('sha256', successorKey).update(token).digest('base64url')
+      return { token: next, hash: sha256(next) }
+    },
+
+    hashRefreshToken: sha256,
+
+    close: () => clearInterval(timer)
   }
 }
 
 export default fp(async function tokens (fastify) {
-  fastify.decorate('tokens', await createTokens(fastify.config, fastify.db, fastify.now))
+  const tokens = await createTokens(fastify.config, fastify.db, fastify.now, fastify.log)
+  fastify.decorate('tokens', tokens)
+  fastify.addHook('onClose', async () => tokens.close())
 }, { name: 'tokens', dependencies: ['config', 'db'] })

@@ -8,12 +8,14 @@ const root: FastifyPluginAsyncTypebox = async (fastify) => {
       operationId: 'jwks',
       tags: ['keys'],
       summary: 'Public keys that verify access tokens (JWKS)',
-      description: 'Cache it for the time Cache-Control says; a token whose `kid` is unknown means the keys have rotated: fetch again.',
-      response: { 200: JwksSchema }
+      description: 'Cache it for the time Cache-Control says (revalidate with If-None-Match); a token whose `kid` is unknown means the keys have rotated: fetch again.',
+      response: { 200: JwksSchema, 304: Type.Null({ description: 'Not modified' }) }
     }
-  }, async (_request, reply) => {
-    reply.header('cache-control', `public, max-age=${fastify.config.JWKS_MAX_AGE_SECONDS}`)
-    return fastify.tokens.jwks()
+  }, async (request, reply) => {
+    const { body, etag } = fastify.tokens.jwks()
+    reply.header('cache-control', `public, max-age=${fastify.config.JWKS_MAX_AGE_SECONDS}`).header('etag', etag)
+    if (request.headers['if-none-match'] === etag) return reply.code(304).send(null)
+    return body
   })
 
   // The original service's health path: readiness, with its `database` field.

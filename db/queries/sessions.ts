@@ -57,8 +57,8 @@ export function findRefreshToken (db: Db, hash: string): Promise<RefreshTokenWit
 
 /**
  * Marks `oldHash` rotated and stores its successor, in one transaction. The
- * update is conditional on the token not being rotated yet, so of two
- * concurrent rotations exactly one succeeds; the other gets false.
+ * update is conditional on the token not being rotated yet and its session
+ * not ended, so of concurrent rotations exactly one succeeds; the others get false.
  */
 export function rotateRefreshToken (db: Db, oldHash: string, next: NewRefreshToken): Promise<boolean> {
   return db.transaction().execute(async (trx) => {
@@ -66,15 +66,20 @@ export function rotateRefreshToken (db: Db, oldHash: string, next: NewRefreshTok
       .set({ rotated_at: next.now })
       .where('token_hash', '=', oldHash)
       .where('rotated_at', 'is', null)
+      .where('session_id', 'in', trx.selectFrom('sessions').select('id').where('id', '=', next.sessionId).where('revoked_at', 'is', null))
       .executeTakeFirst()
     if (result.numUpdatedRows !== 1n) return false
     await insertRefreshToken(trx, next)
-    await trx.updateTable('sessions').set({ last_used_at: next.now }).where('id', '=', next.sessionId).execute()
+    await touchSession(trx, next.sessionId, next.now)
     return true
   })
 }
 
-/** Revokes the given live sessions of a user; returns the ids it revoked. */
+export async function touchSession (db: Db, id: string, now: string): Promise<void> {
+  await db.updateTable('sessions').set({ last_used_at: now }).where('id', '=', id).execute()
+}
+
+/** Revokes live sessions of a user (one, all, or all but one); returns the ids it revoked. */
 export async function revokeSessions (db: Db, userId: string, now: string, reason: string, opts: { only?: string, except?: string } = {}): Promise<string[]> {
   let query = db.updateTable('sessions')
     .set({ revoked_at: now, revoke_reason: reason })
@@ -86,6 +91,13 @@ export async function revokeSessions (db: Db, userId: string, now: string, reaso
   return rows.map((r) => r.id)
 }
 
-export function findSession (db: Db, id: string): Promise<SessionRow | undefined> {
-  return db.selectFrom('sessions').selectAll().where('id', '=', id).executeTakeFirst()
+/** A user's sessions that can still be refreshed, most recently used first. */
+export function listLiveSessions (db: Db, userId: string, now: string): Promise<SessionRow[]> {
+  return db.selectFrom('sessions').selectAll()
+    .where('user_id', '=', userId)
+    .where('revoked_at', 'is', null)
+    .where('expires_at', '>', now)
+    .orderBy('last_used_at', 'desc')
+    .orderBy('id')
+    .execute()
 }

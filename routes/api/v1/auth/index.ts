@@ -1,15 +1,9 @@
 import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox'
-import type { FastifyRequest } from 'fastify'
 import { Type } from 'typebox'
 import { LoginBodySchema, LogoutBodySchema, RefreshBodySchema, SignupBodySchema } from '../../../../schemas/auth.js'
 import { problems } from '../../../../schemas/problem.js'
 import { toPublicUser } from '../../../../plugins/accounts.js'
-import type { ClientInfo } from '../../../../plugins/sessions.js'
-
-const clientOf = (request: FastifyRequest): ClientInfo => ({
-  ip: request.ip ?? null,
-  userAgent: request.headers['user-agent']?.slice(0, 512) ?? null
-})
+import { clientOf } from '../../../../plugins/sessions.js'
 
 const auth: FastifyPluginAsyncTypebox = async (fastify) => {
   fastify.post('/signup', {
@@ -44,8 +38,30 @@ const auth: FastifyPluginAsyncTypebox = async (fastify) => {
       response: { 200: Type.Ref('TokenResponse'), ...problems(400, 401) }
     }
   }, async (request) => {
-    const { tokens, user } = await fastify.sessions.refresh(request.body.refresh_token)
+    const { tokens, user } = await fastify.sessions.refresh(request.body.refresh_token, clientOf(request))
     return { ...tokens, user: toPublicUser(user) }
+  })
+
+  // Forward auth for gateways (nginx auth_request, Traefik ForwardAuth, Envoy ext_authz): no database read.
+  fastify.get('/verify', {
+    config: { auth: 'required' },
+    schema: {
+      operationId: 'verify',
+      tags: ['auth'],
+      summary: 'Check a bearer token: 200 with identity headers, or 401',
+      description: 'Answers 200 with `X-User-Id`, `X-User-Roles` (comma-separated) and `X-Session-Id` for a valid, unrevoked access token. Checks the signature, expiry and the revocation list in memory; reads no database.',
+      response: {
+        200: Type.Object({
+          user_id: Type.String({ format: 'uuid' }),
+          session_id: Type.String({ format: 'uuid' }),
+          roles: Type.Array(Type.String())
+        }, { additionalProperties: false })
+      }
+    }
+  }, async (request, reply) => {
+    const { userId, sessionId, roles } = request.auth!
+    reply.header('x-user-id', userId).header('x-user-roles', roles.join(',')).header('x-session-id', sessionId)
+    return { user_id: userId, session_id: sessionId, roles }
   })
 
   fastify.post('/logout', {
@@ -55,9 +71,11 @@ const auth: FastifyPluginAsyncTypebox = async (fastify) => {
       tags: ['auth'],
       summary: 'End the session of a bearer token or of a refresh token',
       description: 'Send the bearer access token, or `{ "refresh_token": … }` as the original service\'s clients do. Always 204, whether or not anything was ended.',
-      body: Type.Optional(LogoutBodySchema),
+      body: LogoutBodySchema,
       response: { 204: Type.Null({ description: 'Signed out' }), ...problems(400) }
-    }
+    },
+    // A bearer-only logout has no body at all.
+    preValidation: async (request) => { request.body ??= {} }
   }, async (request, reply) => {
     if (request.auth) await fastify.sessions.end(request.auth.userId, request.auth.sessionId, 'logout')
     if (request.body?.refresh_token) await fastify.sessions.endByRefreshToken(request.body.refresh_token, 'logout')

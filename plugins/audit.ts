@@ -1,0 +1,41 @@
+import { randomUUID } from 'node:crypto'
+import fp from 'fastify-plugin'
+import { insertEvent } from '../db/queries/events.js'
+import type { ClientInfo } from './sessions.js'
+
+declare module 'fastify' {
+  interface FastifyInstance {
+    audit: { record: (event: AuditEvent) => Promise<void> }
+  }
+}
+
+export interface AuditEvent {
+  type: string
+  userId?: string | null
+  sessionId?: string | null
+  client?: ClientInfo
+  /** Never a password or a token. */
+  detail?: Record<string, unknown>
+}
+
+/** The security trail in auth_events. A failed write is logged, never the caller's failure. */
+export default fp(async function audit (fastify) {
+  fastify.decorate('audit', {
+    async record (event: AuditEvent) {
+      try {
+        await insertEvent(fastify.db, {
+          id: randomUUID(),
+          type: event.type,
+          user_id: event.userId ?? null,
+          session_id: event.sessionId ?? null,
+          ip: event.client?.ip ?? null,
+          user_agent: event.client?.userAgent ?? null,
+          created_at: fastify.now().toISOString(),
+          detail: JSON.stringify(event.detail ?? {})
+        })
+      } catch (err) {
+        fastify.log.error({ err, event: event.type }, 'audit event not written')
+      }
+    }
+  })
+}, { name: 'audit', dependencies: ['config', 'db'] })

@@ -1,0 +1,23 @@
+import fp from 'fastify-plugin'
+import { Redis } from 'ioredis'
+
+declare module 'fastify' {
+  interface FastifyInstance {
+    /** The shared Redis connection when REDIS_URL is set; null for a single instance. */
+    redis: Redis | null
+  }
+}
+
+export default fp(async function redis (fastify) {
+  const url = fastify.config.REDIS_URL
+  if (!url) {
+    fastify.decorate('redis', null)
+    return
+  }
+  const client = new Redis(url, { lazyConnect: true, connectTimeout: 2000, maxRetriesPerRequest: 2 })
+  // ioredis reconnects by itself; an error event without a listener would crash the process.
+  client.on('error', (err) => fastify.log.warn({ err }, 'redis connection error'))
+  await client.connect()
+  fastify.decorate('redis', client)
+  fastify.addHook('onClose', async () => { await client.quit() })
+}, { name: 'redis', dependencies: ['config'] })
