@@ -8,12 +8,15 @@ import type { IncomingMessage } from 'node:http'
 import accounts from './plugins/accounts.js'
 import audit from './plugins/audit.js'
 import authenticate from './plugins/authenticate.js'
+import background from './plugins/background.js'
 import config, { type ConfigPluginOptions } from './plugins/config.js'
 import db from './plugins/db.js'
 import docs from './plugins/docs.js'
+import emails from './plugins/emails.js'
 import errors, { frameworkErrorHandler } from './plugins/errors.js'
 import health from './plugins/health.js'
 import logging from './plugins/logging.js'
+import mailer from './plugins/mailer.js'
 import passwords from './plugins/passwords.js'
 import redis from './plugins/redis.js'
 import revocations from './plugins/revocations.js'
@@ -90,6 +93,8 @@ async function app (fastify: FastifyInstance, opts: AppOptions) {
   await fastify.register(db)
   await fastify.register(health)
   await fastify.register(redis)
+  await fastify.register(background)
+  await fastify.register(mailer)
   await fastify.register(audit)
   await fastify.register(passwords)
   await fastify.register(tokens)
@@ -97,6 +102,7 @@ async function app (fastify: FastifyInstance, opts: AppOptions) {
   await fastify.register(authenticate)
   await fastify.register(logging)
   await fastify.register(sessions)
+  await fastify.register(emails)
   await fastify.register(accounts)
 
   await fastify.register(AutoLoad, {

@@ -27,8 +27,12 @@ export function openDatabase (url: string): { db: Kysely<Database>, kind: Databa
 }
 
 /** Brings the schema up to date; safe to run at every start and from several replicas (Kysely locks). */
-export async function migrateToLatest (db: Kysely<Database>): Promise<string[]> {
-  const migrator = new Migrator({ db, provider: { getMigrations: async () => migrations } })
+export async function migrateToLatest (db: Kysely<Database>, kind: DatabaseKind): Promise<string[]> {
+  // On PostgreSQL, keep Kysely's own tables in the schema the service uses (search_path), not wherever it finds some.
+  const migrationTableSchema = kind === 'postgres'
+    ? (await sql<{ schema: string }>`select current_schema() as schema`.execute(db)).rows[0].schema
+    : undefined
+  const migrator = new Migrator({ db, provider: { getMigrations: async () => migrations }, migrationTableSchema })
   const { error, results } = await migrator.migrateToLatest()
   if (error) throw error instanceof Error ? error : new Error(String(error))
   return (results ?? []).filter((r) => r.status === 'Success').map((r) => r.migrationName)

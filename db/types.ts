@@ -67,6 +67,19 @@ export interface RevokedSessionsTable {
   expires_at: Timestamp
 }
 
+export type TokenPurpose = 'verify_email' | 'change_email' | 'reset_password'
+
+export interface OneTimeTokensTable {
+  token_hash: string
+  user_id: string
+  purpose: TokenPurpose
+  /** The address the token was mailed to (for change_email: the new address). */
+  email: string
+  created_at: Timestamp
+  expires_at: Timestamp
+  used_at: ColumnType<Date | string | null, string | null | undefined, string | null>
+}
+
 export interface Database {
   users: UsersTable
   sessions: SessionsTable
@@ -74,6 +87,7 @@ export interface Database {
   signing_keys: SigningKeysTable
   auth_events: AuthEventsTable
   revoked_sessions: RevokedSessionsTable
+  one_time_tokens: OneTimeTokensTable
 }
 
 export type UserRow = Selectable<UsersTable>
@@ -84,3 +98,4 @@ export type RefreshTokenRow = Selectable<RefreshTokensTable>
 export type SigningKeyRow = Selectable<SigningKeysTable>
 export type AuthEventRow = Selectable<AuthEventsTable>
 export type NewAuthEvent = Insertable<AuthEventsTable>
+export type OneTimeTokenRow = Selectable<OneTimeTokensTable>

@@ -5,7 +5,6 @@ import { deleteUser, findUserByEmail, findUserById, findUserByUsername, insertUs
 import type { UserRow } from '../db/types.js'
 import type { User } from '../schemas/common.js'
 import { Errors } from './errors.js'
-import type { PolicyViolation } from './passwords.js'
 import type { ClientInfo, IssuedTokens } from './sessions.js'
 
 declare module 'fastify' {
@@ -19,13 +18,6 @@ export type TokenResponse = IssuedTokens & { user: User }
 
 export const normalizeEmail = (email: string) => email.trim().toLowerCase()
 export const normalizeUsername = (username: string) => username.trim().toLowerCase()
-
-const POLICY_MESSAGES: Record<PolicyViolation, (min: number) => string> = {
-  too_short: (min) => `use at least ${min} characters`,
-  too_long: () => 'use at most 256 characters',
-  too_common: () => 'it is one of the most common passwords; choose another',
-  matches_identity: () => 'it must not be your email address or username'
-}
 
 /** The public face of a user: what the User schema lets out. */
 export function toPublicUser (row: UserRow): User {
@@ -41,12 +33,7 @@ export function toPublicUser (row: UserRow): User {
 }
 
 function createAccounts (fastify: FastifyInstance) {
-  const { db, passwords, sessions } = fastify
-
-  function enforcePolicy (password: string, identity: { email?: string | null, username?: string | null }) {
-    const violation = passwords.check(password, identity)
-    if (violation) throw new Errors.WeakPassword(POLICY_MESSAGES[violation](passwords.minLength))
-  }
+  const { db, passwords, sessions, emails, config } = fastify
 
   /** Runs a write that may hit the unique email or username index; a hit is a 409, not a 500. */
   async function unique<T> (write: Promise<T>): Promise<T> {
@@ -74,15 +61,28 @@ function createAccounts (fastify: FastifyInstance) {
   return {
     current,
 
-    async signup (input: { email: string, password: string, username?: string }, client: ClientInfo): Promise<TokenResponse> {
+    /**
+     * Creates an account and mails its verification link. Signed in at once,
+     * unless REQUIRE_EMAIL_VERIFICATION: then null, for a new and a taken
+     * address alike (the owner of a taken one is told by mail).
+     */
+    async signup (input: { email: string, password: string, username?: string }, client: ClientInfo): Promise<TokenResponse | null> {
       const email = normalizeEmail(input.email)
       const username = input.username === undefined ? null : normalizeUsername(input.username)
-      enforcePolicy(input.password, { email, username })
+      passwords.enforce(input.password, { email, username })
       const now = fastify.now().toISOString()
-      const user = await unique(passwords.hash(input.password).then((passwordHash) => insertUser(db, {
-        id: randomUUID(), email, username, password_hash: passwordHash, email_verified: 0, disabled: 0, created_at: now, updated_at: now
-      })))
-      return signedIn(user, client)
+      let user: UserRow
+      try {
+        user = await unique(passwords.hash(input.password).then((passwordHash) => insertUser(db, {
+          id: randomUUID(), email, username, password_hash: passwordHash, email_verified: 0, disabled: 0, created_at: now, updated_at: now
+        })))
+      } catch (err) {
+        if (!(err instanceof Errors.EmailTaken) || !config.REQUIRE_EMAIL_VERIFICATION) throw err
+        emails.signupAttempted(email)
+        return null
+      }
+      emails.welcome(user)
+      return config.REQUIRE_EMAIL_VERIFICATION ? null : signedIn(user, client)
     },
 
     /**
@@ -94,6 +94,8 @@ function createAccounts (fastify: FastifyInstance) {
       const user = identifier.includes('@') ? await findUserByEmail(db, normalizeEmail(identifier)) : await findUserByUsername(db, normalizeUsername(identifier))
       const ok = await passwords.verify(user?.password_hash, input.password)
       if (!ok || !user || user.disabled) throw new Errors.InvalidCredentials()
+      // Only after the right password: the 403 tells nothing to someone who does not know it.
+      if (config.REQUIRE_EMAIL_VERIFICATION && !user.email_verified) throw new Errors.EmailNotVerified()
       if (passwords.needsRehash(user.password_hash)) {
         await updateUser(db, user.id, { password_hash: await passwords.hash(input.password) })
       }
@@ -105,7 +107,7 @@ function createAccounts (fastify: FastifyInstance) {
       const user = await current(userId)
       if (!await passwords.verify(user.password_hash, currentPassword)) throw new Errors.InvalidCredentials()
       if (currentPassword.normalize('NFKC') === newPassword.normalize('NFKC')) throw new Errors.SamePassword()
-      enforcePolicy(newPassword, user)
+      passwords.enforce(newPassword, user)
       await updateUser(db, user.id, { password_hash: await passwords.hash(newPassword), updated_at: fastify.now().toISOString() })
       await sessions.endAll(user.id, 'password_changed', sessionId)
     },
@@ -131,4 +133,4 @@ function createAccounts (fastify: FastifyInstance) {
 
 export default fp(async function accounts (fastify) {
   fastify.decorate('accounts', createAccounts(fastify))
-}, { name: 'accounts', dependencies: ['config', 'db', 'passwords', 'sessions'] })
+}, { name: 'accounts', dependencies: ['config', 'db', 'passwords', 'sessions', 'emails'] })

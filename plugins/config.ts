@@ -10,7 +10,9 @@ declare module 'fastify' {
   }
 }
 
-export class ConfigError extends Error {}
+export class ConfigError extends Error {
+  override name = 'ConfigError'
+}
 
 /** Secrets that must not run in production on the value .env.example or the code ships. */
 const DEVELOPMENT_SECRETS: Partial<Record<keyof Config, string>> = {
@@ -29,6 +31,13 @@ export function loadConfig (env: Record<string, string | undefined>): Config {
     // An empty variable means "unset", as in most .env tooling.
     if (value !== undefined && value !== '') input[key] = value
   }
+  // Convert would truncate 8.5 to 8: a whole number must be written as one.
+  for (const [key, value] of Object.entries(input)) {
+    const schema = (ConfigSchema.properties as Record<string, { type?: string, description?: string }>)[key]
+    if (schema.type === 'integer' && !/^-?\d+$/.test(String(value).trim())) {
+      throw new ConfigError(`Invalid configuration: ${key} must be a whole number (got ${JSON.stringify(value)}). ${schema.description ?? ''}`.trim())
+    }
+  }
   const converted = Value.Convert(ConfigSchema, Value.Default(ConfigSchema, input))
   const [error] = Value.Errors(ConfigSchema, converted)
   if (error) {
@@ -43,6 +52,9 @@ export function loadConfig (env: Record<string, string | undefined>): Config {
   }
   if (config.JWT_ALGORITHM === 'HS256' && !config.JWT_SECRET) {
     throw new ConfigError('Invalid configuration: JWT_ALGORITHM=HS256 needs JWT_SECRET (at least 32 bytes).')
+  }
+  if (config.NODE_ENV === 'production' && config.REQUIRE_EMAIL_VERIFICATION && !config.SMTP_URL) {
+    throw new ConfigError('Invalid configuration: REQUIRE_EMAIL_VERIFICATION=true needs SMTP_URL in production (users could never verify).')
   }
   if (config.NODE_ENV === 'production') {
     for (const [name, devValue] of Object.entries(DEVELOPMENT_SECRETS)) {

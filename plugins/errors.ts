@@ -3,6 +3,7 @@ import createError from '@fastify/error'
 import type { FastifyError, FastifyReply, FastifyRequest } from 'fastify'
 import fp from 'fastify-plugin'
 import FindMyWay, { type HTTPMethod } from 'find-my-way'
+import { logRequest } from './logging.js'
 import type { Problem } from '../schemas/problem.js'
 
 /** The service's own errors: each has a stable code, a status and a message safe to show. */
@@ -21,7 +22,11 @@ export const Errors = {
   UsernameTaken: createError('USERNAME_TAKEN', 'This username is taken.', 409),
   WeakPassword: createError('WEAK_PASSWORD', 'The password does not meet the policy: %s.', 400),
   SamePassword: createError('SAME_PASSWORD', 'The new password is the same as the current one.', 400),
-  InvalidHost: createError('INVALID_HOST', 'This host name is not served here.', 400)
+  InvalidHost: createError('INVALID_HOST', 'This host name is not served here.', 400),
+  InvalidToken: createError('INVALID_TOKEN', 'The token is not valid: unknown, already used, or expired.', 400),
+  SameEmail: createError('SAME_EMAIL', 'This is already the account\'s address.', 400),
+  EmailNotVerified: createError('EMAIL_NOT_VERIFIED', 'Confirm your email address first: follow the link in the mail we sent (or ask for a new one).', 403),
+  MalformedJson: createError('MALFORMED_JSON', 'The body is not valid JSON.', 400)
 }
 
 /** Fastify's own client errors, under the service's codes. */
@@ -32,7 +37,7 @@ const FRAMEWORK_CODES: Record<string, string> = {
   FST_ERR_CTP_EMPTY_JSON_BODY: 'MALFORMED_JSON',
   FST_ERR_CTP_INVALID_JSON_BODY: 'MALFORMED_JSON',
   FST_ERR_BAD_URL: 'MALFORMED_URL',
-  FST_ERR_MAX_PARAM_LENGTH: 'NOT_FOUND',
+  FST_ERR_MAX_PARAM_LENGTH: 'URI_TOO_LONG',
   FST_ERR_ASYNC_CONSTRAINT: 'BAD_REQUEST'
 }
 
@@ -65,17 +70,35 @@ export function toProblem (error: FastifyError, request: FastifyRequest): Proble
 }
 
 export function sendProblem (reply: FastifyReply, body: Problem, headers: Record<string, string> = {}) {
-  return reply.code(body.status).headers(headers).type('application/problem+json').send(body)
+  return reply.code(body.status).headers({ 'x-request-id': body.request_id, ...headers }).type('application/problem+json').send(body)
 }
 
-/** For the server option `frameworkErrors`: router errors that never reach setErrorHandler. */
+/** What helmet would add, for the answers that are made before any hook runs. */
+const BARE_SECURITY_HEADERS = {
+  'content-security-policy': "default-src 'none'; frame-ancestors 'none'",
+  'x-content-type-options': 'nosniff',
+  'x-frame-options': 'DENY',
+  'referrer-policy': 'no-referrer'
+}
+
+/**
+ * For the server option `frameworkErrors`: router errors (a malformed URL, an
+ * over-long parameter) are answered before any hook runs, so this one adds the
+ * security headers and writes the request's log line itself.
+ */
 export function frameworkErrorHandler (error: FastifyError, request: FastifyRequest, reply: FastifyReply) {
-  sendProblem(reply, toProblem(error, request))
+  reply.raw.once('finish', () => logRequest(request, reply))
+  sendProblem(reply, toProblem(error, request), BARE_SECURITY_HEADERS)
 }
 
 const METHODS: HTTPMethod[] = ['GET', 'HEAD', 'POST', 'PUT', 'PATCH', 'DELETE', 'OPTIONS']
 
 export default fp(async function errors (fastify) {
+  // First hook of all, so every answer carries the request id, whichever hook refuses it.
+  fastify.addHook('onRequest', async (request, reply) => {
+    reply.header('x-request-id', request.id)
+  })
+
   // A router of every route's methods, only to tell 405 from 404.
   const methods = FindMyWay()
   fastify.addHook('onRoute', (route) => {
@@ -97,10 +120,11 @@ export default fp(async function errors (fastify) {
 
   fastify.setNotFoundHandler(function (request, reply) {
     const path = request.url.split('?')[0]
+    const shown = path.length > 200 ? `${path.slice(0, 200)}…` : path
     const allowed = METHODS.filter((m) => methods.find(m, path) !== null)
     if (allowed.length > 0) {
       return sendProblem(reply, problem(request, 405, 'METHOD_NOT_ALLOWED', `${request.method} is not allowed here; use ${allowed.join(', ')}.`), { allow: allowed.join(', ') })
     }
-    return sendProblem(reply, problem(request, 404, 'NOT_FOUND', `No route ${request.method} ${path}.`))
+    return sendProblem(reply, problem(request, 404, 'NOT_FOUND', `No route ${request.method} ${shown}.`))
   })
 }, { name: 'errors', dependencies: ['config'] })

@@ -1,6 +1,7 @@
 import { readFileSync } from 'node:fs'
 import { hash, verify } from '@node-rs/argon2'
 import fp from 'fastify-plugin'
+import { Errors } from './errors.js'
 import type { Config } from '../schemas/config.js'
 
 declare module 'fastify' {
@@ -19,6 +20,14 @@ const COMMON_PASSWORDS = new Set(
 export const MAX_PASSWORD_LENGTH = 256
 
 export type PolicyViolation = 'too_short' | 'too_long' | 'too_common' | 'matches_identity'
+type Identity = { email?: string | null, username?: string | null }
+
+const POLICY_MESSAGES: Record<PolicyViolation, (min: number) => string> = {
+  too_short: (min) => `use at least ${min} characters`,
+  too_long: () => `use at most ${MAX_PASSWORD_LENGTH} characters`,
+  too_common: () => 'it is one of the most common passwords; choose another',
+  matches_identity: () => 'it must not be your email address or username'
+}
 
 /** Unicode normalisation first, so the same password typed on two keyboards hashes the same. */
 export function normalizePassword (password: string): string {
@@ -36,6 +45,18 @@ export function createPasswords (config: Pick<Config, 'ARGON2_MEMORY_KIB' | 'ARG
 
   function hashPassword (password: string): Promise<string> {
     return hash(normalizePassword(password), params)
+  }
+
+  /** The policy: length in characters after NFKC, not common, not the account's own email or username. */
+  function check (password: string, identity: Identity = {}): PolicyViolation | null {
+    const normalized = normalizePassword(password)
+    const length = [...normalized].length
+    if (length < config.PASSWORD_MIN_LENGTH) return 'too_short'
+    if (length > MAX_PASSWORD_LENGTH) return 'too_long'
+    const lower = normalized.toLowerCase()
+    if (COMMON_PASSWORDS.has(lower)) return 'too_common'
+    if (lower === identity.email?.toLowerCase() || lower === identity.username?.toLowerCase()) return 'matches_identity'
+    return null
   }
 
   // Hashed once at start: unknown accounts verify against it so they cost what known ones do.
@@ -56,16 +77,12 @@ export function createPasswords (config: Pick<Config, 'ARGON2_MEMORY_KIB' | 'ARG
       return !stored.startsWith('$argon2id$') || !stored.includes(`$${paramString}$`)
     },
 
-    /** The policy: length in characters after NFKC, not common, not the account's own email or username. */
-    check (password: string, identity: { email?: string | null, username?: string | null } = {}): PolicyViolation | null {
-      const normalized = normalizePassword(password)
-      const length = [...normalized].length
-      if (length < config.PASSWORD_MIN_LENGTH) return 'too_short'
-      if (length > MAX_PASSWORD_LENGTH) return 'too_long'
-      const lower = normalized.toLowerCase()
-      if (COMMON_PASSWORDS.has(lower)) return 'too_common'
-      if (lower === identity.email?.toLowerCase() || lower === identity.username?.toLowerCase()) return 'matches_identity'
-      return null
+    check,
+
+    /** Throws 400 WEAK_PASSWORD, saying why, when the password breaks the policy. */
+    enforce (password: string, identity: Identity = {}): void {
+      const violation = check(password, identity)
+      if (violation) throw new Errors.WeakPassword(POLICY_MESSAGES[violation](config.PASSWORD_MIN_LENGTH))
     },
 
     minLength: config.PASSWORD_MIN_LENGTH

@@ -1,7 +1,19 @@
 import cors from '@fastify/cors'
 import helmet from '@fastify/helmet'
+import type { FastifyError } from 'fastify'
 import fp from 'fastify-plugin'
+import secureJson from 'secure-json-parse'
 import { Errors } from './errors.js'
+
+function forbiddenKey (key: string): FastifyError {
+  return Object.assign(new Error(`/body/${key} is not an accepted field`), {
+    code: 'FST_ERR_VALIDATION',
+    name: 'ValidationError',
+    statusCode: 400,
+    validationContext: 'body' as const,
+    validation: [{ keyword: 'additionalProperties', instancePath: '', schemaPath: '#', params: { additionalProperty: key }, message: 'is not an accepted field' }]
+  })
+}
 
 const list = (value: string) => value.split(',').map((s) => s.trim()).filter(Boolean)
 
@@ -46,5 +58,14 @@ export default fp(async function security (fastify) {
   })
 
   // JSON is the only contract: a text/plain body is a 415, not a string that fails validation.
-  fastify.removeContentTypeParser(['text/plain'])
+  fastify.removeContentTypeParser(['text/plain', 'application/json'])
+  fastify.addContentTypeParser('application/json', { parseAs: 'string' }, (_request, body, done) => {
+    try {
+      done(null, secureJson.parse(body as string, undefined, { protoAction: 'error', constructorAction: 'error' }))
+    } catch (err) {
+      // `__proto__` and `constructor.prototype` are valid JSON but never an accepted field: say so, as validation does.
+      const poisoned = /forbidden (prototype|constructor) property/.test((err as Error).message)
+      done(poisoned ? forbiddenKey(/"__proto__"\s*:/.test(body as string) ? '__proto__' : 'constructor') : new Errors.MalformedJson(), undefined)
+    }
+  })
 }, { name: 'security', dependencies: ['config', 'errors'] })

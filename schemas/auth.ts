@@ -31,3 +31,19 @@ export const PasswordChangeBodySchema = Type.Object({
   current_password: PasswordInput,
   new_password: PasswordInput
 }, { additionalProperties: false })
+
+/** A token from a mail: 256 bits in base64url (43 characters). */
+export const MailTokenInput = Type.String({ minLength: 1, maxLength: 128, pattern: '^[A-Za-z0-9_-]+$' })
+
+export const EmailVerifyBodySchema = Type.Object({
+  token: MailTokenInput
+}, { additionalProperties: false })
+
+export const EmailOnlyBodySchema = Type.Object({
+  email: EmailInput
+}, { additionalProperties: false })
+
+export const PasswordResetBodySchema = Type.Object({
+  token: MailTokenInput,
+  new_password: PasswordInput
+}, { additionalProperties: false })

@@ -48,5 +48,9 @@ export const TokenResponseSchema = Type.Object({
 
 export type TokenResponse = Static<typeof TokenResponseSchema>
 
+export const AcceptedSchema = Type.Object({
+  message: Type.String()
+}, { $id: 'Accepted', title: 'Accepted', additionalProperties: false, description: 'The request was taken; what follows happens by mail.' })
+
 /** Shared schemas, added once with addSchema so OpenAPI names them. */
-export const sharedSchemas = [UserSchema, TokenResponseSchema]
+export const sharedSchemas = [UserSchema, TokenResponseSchema, AcceptedSchema]

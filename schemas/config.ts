@@ -55,6 +55,14 @@ export const ConfigSchema = Type.Object({
   ALLOWED_HOSTS: Type.String({ default: '*', description: 'Comma-separated Host header values to accept (port ignored); `*` accepts any.' }),
   CORS_ORIGINS: Type.String({ default: '', description: 'Comma-separated origins allowed by CORS; empty allows none, `*` any.' }),
   TRUST_PROXY: Type.String({ default: 'false', description: '`false`, `true`, a hop count, or comma-separated addresses/CIDRs of trusted proxies; decides which X-Forwarded-For entry is the client.' }),
+  SMTP_URL: Type.Optional(Type.String({ pattern: '^smtps?://.+', description: 'smtp:// or smtps:// URL of the mail server, credentials in the URL (smtps://user:pass@host:465). Unset in development: mails are written to the log.' })),
+  MAIL_FROM: Type.String({ default: 'auth-service <no-reply@localhost>', minLength: 3, description: 'The From of every mail.' }),
+  EMAIL_VERIFY_URL: Type.String({ default: 'http://localhost:8000/verify-email?token={token}', pattern: '\\{token\\}', description: 'Link in the verification mail; `{token}` is replaced. Point it at your app, which POSTs the token to /api/v1/auth/email/verify.' }),
+  PASSWORD_RESET_URL: Type.String({ default: 'http://localhost:8000/reset-password?token={token}', pattern: '\\{token\\}', description: 'Link in the reset mail; `{token}` is replaced. Your app POSTs the token and the new password to /api/v1/auth/password/reset.' }),
+  REQUIRE_EMAIL_VERIFICATION: Type.Boolean({ default: false, description: 'true: no sign-in before the address is verified, and signup answers 202 alike for new and taken addresses. Needs SMTP_URL in production.' }),
+  EMAIL_VERIFICATION_TTL_SECONDS: Seconds(86400, 'Lifetime of an email verification token.'),
+  PASSWORD_RESET_TTL_SECONDS: Seconds(1800, 'Lifetime of a password reset token.'),
+  EMAIL_RESEND_INTERVAL_SECONDS: Type.Integer({ minimum: 0, maximum: 86400, default: 60, description: 'At most one verification or reset mail per address in this many seconds.' }),
   BODY_LIMIT_BYTES: Type.Integer({ minimum: 1024, maximum: 1_048_576, default: 16384, description: 'Largest accepted request body.' })
 }, { additionalProperties: true })
 

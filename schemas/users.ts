@@ -1,5 +1,5 @@
 import { Type } from 'typebox'
-import { PasswordInput, UsernameInput } from './common.js'
+import { EmailInput, PasswordInput, UsernameInput } from './common.js'
 
 export const ProfileUpdateBodySchema = Type.Object({
   username: Type.Union([UsernameInput, Type.Null()], { description: 'A new username, or null to remove it.' })
@@ -25,4 +25,9 @@ export const SessionParamsSchema = Type.Object({
 
 export const EndSessionsQuerySchema = Type.Object({
   include_current: Type.Boolean({ default: false, description: 'Also end the session making this request.' })
+}, { additionalProperties: false })
+
+export const EmailChangeBodySchema = Type.Object({
+  new_email: EmailInput,
+  password: PasswordInput
 }, { additionalProperties: false })

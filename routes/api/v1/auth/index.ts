@@ -11,11 +11,14 @@ const auth: FastifyPluginAsyncTypebox = async (fastify) => {
       operationId: 'signup',
       tags: ['auth'],
       summary: 'Create an account and sign in',
+      description: 'With REQUIRE_EMAIL_VERIFICATION=true the answer is 202, the same for a new and a taken address; sign in once the address is confirmed.',
       body: SignupBodySchema,
-      response: { 201: Type.Ref('TokenResponse'), ...problems(400, 409) }
+      response: { 201: Type.Ref('TokenResponse'), 202: Type.Ref('Accepted'), ...problems(400, 409) }
     }
   }, async (request, reply) => {
-    return reply.code(201).send(await fastify.accounts.signup(request.body, clientOf(request)))
+    const signedIn = await fastify.accounts.signup(request.body, clientOf(request))
+    if (signedIn) return reply.code(201).send(signedIn)
+    return reply.code(202).send({ message: 'Check your mail to confirm your address, then sign in.' })
   })
 
   fastify.post('/login', {
@@ -25,7 +28,7 @@ const auth: FastifyPluginAsyncTypebox = async (fastify) => {
       summary: 'Sign in with email or username and password',
       description: 'A wrong password, an unknown account and a disabled account all get the same 401 INVALID_CREDENTIALS, in about the same time.',
       body: LoginBodySchema,
-      response: { 200: Type.Ref('TokenResponse'), ...problems(400, 401) }
+      response: { 200: Type.Ref('TokenResponse'), ...problems(400, 401, 403) }
     }
   }, async (request) => fastify.accounts.login(request.body, clientOf(request)))
 

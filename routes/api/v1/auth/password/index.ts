@@ -1,6 +1,7 @@
 import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox'
 import { Type } from 'typebox'
-import { PasswordChangeBodySchema } from '../../../../../schemas/auth.js'
+import { clientOf } from '../../../../../plugins/sessions.js'
+import { EmailOnlyBodySchema, PasswordChangeBodySchema, PasswordResetBodySchema } from '../../../../../schemas/auth.js'
 import { problems } from '../../../../../schemas/problem.js'
 
 const password: FastifyPluginAsyncTypebox = async (fastify) => {
@@ -17,6 +18,34 @@ const password: FastifyPluginAsyncTypebox = async (fastify) => {
   }, async (request, reply) => {
     const { userId, sessionId } = request.auth!
     await fastify.accounts.changePassword(userId, sessionId, request.body.current_password, request.body.new_password)
+    return reply.code(204).send(null)
+  })
+
+  fastify.post('/forgot', {
+    schema: {
+      operationId: 'forgotPassword',
+      tags: ['auth'],
+      summary: 'Mail a password reset link',
+      description: 'Always 202 with the same body, whether or not the address has an account. The link works once, for PASSWORD_RESET_TTL_SECONDS; a newer request voids it.',
+      body: EmailOnlyBodySchema,
+      response: { 202: Type.Ref('Accepted'), ...problems(400) }
+    }
+  }, async (request, reply) => {
+    fastify.emails.forgot(request.body.email)
+    return reply.code(202).send({ message: 'If this address has an account, a link to reset its password is on its way.' })
+  })
+
+  fastify.post('/reset', {
+    schema: {
+      operationId: 'resetPassword',
+      tags: ['auth'],
+      summary: 'Set a new password with the token from the reset mail; every session ends',
+      description: 'An unknown, used or expired token is 400 INVALID_TOKEN. Only this POST spends the token, so mail scanners that follow links cannot.',
+      body: PasswordResetBodySchema,
+      response: { 204: Type.Null({ description: 'Password changed; sign in again' }), ...problems(400) }
+    }
+  }, async (request, reply) => {
+    await fastify.emails.reset(request.body.token, request.body.new_password, clientOf(request))
     return reply.code(204).send(null)
   })
 }

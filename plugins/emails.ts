@@ -1,0 +1,139 @@
+import { createHash, randomBytes } from 'node:crypto'
+import type { FastifyInstance } from 'fastify'
+import fp from 'fastify-plugin'
+import { consumeOneTimeToken, lastTokenSentAt, replaceOneTimeToken } from '../db/queries/one-time-tokens.js'
+import { findUserByEmail, findUserById, uniqueViolation, updateUser } from '../db/queries/users.js'
+import type { TokenPurpose, UserRow } from '../db/types.js'
+import { normalizeEmail, toPublicUser } from './accounts.js'
+import { Errors } from './errors.js'
+import { templates } from './mail-templates.js'
+import type { ClientInfo } from './sessions.js'
+
+declare module 'fastify' {
+  interface FastifyInstance {
+    emails: Emails
+  }
+}
+
+export type Emails = ReturnType<typeof createEmails>
+
+const hashToken = (token: string) => createHash('sha256').update(token).digest('base64url')
+
+/**
+ * The email channel: verifying an address, resetting a password, changing the
+ * address. Tokens are 256 random bits, single-use, stored only as a hash; the
+ * newest of a kind voids the older. Requests that name an address answer the
+ * same whether or not it has an account: their work runs in the background.
+ */
+function createEmails (fastify: FastifyInstance) {
+  const { db, config, mailer, background, passwords, sessions, audit } = fastify
+  const link = (template: string, token: string) => template.replace('{token}', encodeURIComponent(token))
+
+  /** Makes a token for the user (voiding older ones of its purpose) and returns it, or null when one went out too recently. */
+  async function issue (user: UserRow, purpose: TokenPurpose, email: string, ttl: number, throttle: boolean): Promise<string | null> {
+    const now = fastify.now()
+    if (throttle) {
+      const last = await lastTokenSentAt(db, user.id, purpose)
+      if (last && now.getTime() - last.getTime() < config.EMAIL_RESEND_INTERVAL_SECONDS * 1000) return null
+    }
+    const token = randomBytes(32).toString('base64url')
+    await replaceOneTimeToken(db, { hash: hashToken(token), userId: user.id, purpose, email, now: now.toISOString(), expiresAt: new Date(now.getTime() + ttl * 1000).toISOString() })
+    return token
+  }
+
+  async function sendVerification (user: UserRow, throttle: boolean) {
+    const token = await issue(user, 'verify_email', user.email, config.EMAIL_VERIFICATION_TTL_SECONDS, throttle)
+    if (token) mailer.send(user.email, templates.verifyEmail(link(config.EMAIL_VERIFY_URL, token), config.EMAIL_VERIFICATION_TTL_SECONDS))
+  }
+
+  return {
+    /** After signup: the verification mail (in the background). */
+    welcome (user: UserRow) {
+      background.run('verification mail', () => sendVerification(user, false))
+    },
+
+    /** Signup with a taken address while verification is required: tell the owner, reveal nothing to the caller. */
+    signupAttempted (email: string) {
+      background.run('signup attempt mail', async () => {
+        const user = await findUserByEmail(db, email)
+        if (user) mailer.send(user.email, templates.signupAttempt())
+      })
+    },
+
+    /** Resend the verification mail, if the address has an unverified account; at most one per interval. */
+    resend (email: string) {
+      background.run('verification resend', async () => {
+        const user = await findUserByEmail(db, normalizeEmail(email))
+        if (user && !user.email_verified && !user.disabled) await sendVerification(user, true)
+      })
+    },
+
+    /** Verifies an address: the account's own (after signup) or a new one it asked for. */
+    async verify (token: string, client: ClientInfo) {
+      const now = fastify.now().toISOString()
+      const row = await consumeOneTimeToken(db, hashToken(token), ['verify_email', 'change_email'], now)
+      const user = row && await findUserById(db, row.user_id)
+      if (!row || !user) throw new Errors.InvalidToken()
+      if (row.purpose === 'verify_email') {
+        // The token verifies the address it was sent to, and only while the account still has it.
+        if (row.email !== user.email) throw new Errors.InvalidToken()
+        const updated = await updateUser(db, user.id, { email_verified: 1, updated_at: now })
+        await audit.record({ type: 'email_verified', userId: user.id, client, detail: {} })
+        return toPublicUser(updated!)
+      }
+      let updated: UserRow | undefined
+      try {
+        updated = await updateUser(db, user.id, { email: row.email, email_verified: 1, updated_at: now })
+      } catch (err) {
+        if (uniqueViolation(err) === 'email') throw new Errors.EmailTaken()
+        throw err
+      }
+      mailer.send(user.email, templates.emailChanged(row.email))
+      await audit.record({ type: 'email_changed', userId: user.id, client, detail: {} })
+      return toPublicUser(updated!)
+    },
+
+    /** Mails a reset link if the address has an account; the caller learns nothing either way. */
+    forgot (email: string) {
+      background.run('password reset mail', async () => {
+        const user = await findUserByEmail(db, normalizeEmail(email))
+        if (!user || user.disabled) return
+        const token = await issue(user, 'reset_password', user.email, config.PASSWORD_RESET_TTL_SECONDS, true)
+        if (token) mailer.send(user.email, templates.resetPassword(link(config.PASSWORD_RESET_URL, token), config.PASSWORD_RESET_TTL_SECONDS))
+      })
+    },
+
+    /** Sets a new password with a reset token; every session of the user ends. */
+    async reset (token: string, newPassword: string, client: ClientInfo): Promise<void> {
+      const hash = hashToken(token)
+      const pending = await db.selectFrom('one_time_tokens').select('user_id').where('token_hash', '=', hash).executeTakeFirst()
+      const owner = pending && await findUserById(db, pending.user_id)
+      // The policy is checked before the token is spent, so a weak choice can be corrected with the same link.
+      if (owner) passwords.enforce(newPassword, owner)
+      const passwordHash = await passwords.hash(newPassword)
+      const now = fastify.now().toISOString()
+      const row = await consumeOneTimeToken(db, hash, ['reset_password'], now)
+      if (!row || !owner || owner.disabled) throw new Errors.InvalidToken()
+      // Following the link proved the mailbox is theirs: the address is verified too.
+      await updateUser(db, owner.id, { password_hash: passwordHash, email_verified: row.email === owner.email ? 1 : Number(owner.email_verified), updated_at: now })
+      await sessions.endAll(owner.id, 'password_reset')
+      await audit.record({ type: 'password_reset', userId: owner.id, client, detail: {} })
+    },
+
+    /** Starts a change of address: mails the new address; nothing changes until it is verified. */
+    async requestChange (userId: string, newEmail: string, password: string): Promise<void> {
+      const user = await findUserById(db, userId)
+      if (!user || user.disabled) throw new Errors.InvalidAccessToken()
+      if (!await passwords.verify(user.password_hash, password)) throw new Errors.InvalidCredentials()
+      const email = normalizeEmail(newEmail)
+      if (email === user.email) throw new Errors.SameEmail()
+      if (await findUserByEmail(db, email)) throw new Errors.EmailTaken()
+      const token = await issue(user, 'change_email', email, config.EMAIL_VERIFICATION_TTL_SECONDS, false)
+      mailer.send(email, templates.confirmNewEmail(link(config.EMAIL_VERIFY_URL, token!), config.EMAIL_VERIFICATION_TTL_SECONDS))
+    }
+  }
+}
+
+export default fp(async function emails (fastify) {
+  fastify.decorate('emails', createEmails(fastify))
+}, { name: 'emails', dependencies: ['config', 'db', 'mailer', 'background', 'passwords', 'sessions', 'audit'] })

@@ -1,0 +1,44 @@
+/** The mails the service sends: a subject, a plain-text body and an HTML body each. */
+export interface Mail {
+  subject: string
+  text: string
+  html: string
+}
+
+const escape = (s: string) => s.replace(/[&<>"']/g, (c) => `&#${c.charCodeAt(0)};`)
+
+function mail (subject: string, paragraphs: string[], link?: { url: string, label: string }): Mail {
+  const text = [...paragraphs, ...(link ? [`${link.label}: ${link.url}`] : [])].join('\n\n') + '\n'
+  const body = paragraphs.map((p) => `<p>${escape(p)}</p>`).join('\n') +
+    (link ? `\n<p><a href="${escape(link.url)}">${escape(link.label)}</a></p>\n<p style="color:#666;font-size:small">${escape(link.url)}</p>` : '')
+  return { subject, text, html: `<!doctype html><html><body style="font-family:sans-serif">\n${body}\n</body></html>\n` }
+}
+
+const hours = (seconds: number) => (seconds % 3600 === 0 ? `${seconds / 3600} hour${seconds === 3600 ? '' : 's'}` : `${Math.round(seconds / 60)} minutes`)
+
+export const templates = {
+  verifyEmail: (url: string, ttl: number) => mail('Confirm your email address', [
+    'Please confirm that this is your email address.',
+    `The link works once and for ${hours(ttl)}. If you did not sign up, ignore this mail.`
+  ], { url, label: 'Confirm my address' }),
+
+  signupAttempt: () => mail('Someone tried to sign up with your address', [
+    'Someone tried to create an account with this email address, which already has one.',
+    'If it was you, sign in instead, or reset your password if you forgot it. If it was not, you need not do anything.'
+  ]),
+
+  resetPassword: (url: string, ttl: number) => mail('Reset your password', [
+    'Someone asked to reset the password of the account with this email address.',
+    `If it was you, choose a new password with the link below. It works once and for ${hours(ttl)}. If it was not, ignore this mail: your password stays as it is.`
+  ], { url, label: 'Choose a new password' }),
+
+  confirmNewEmail: (url: string, ttl: number) => mail('Confirm your new email address', [
+    'Please confirm that this is the new email address of your account.',
+    `The link works once and for ${hours(ttl)}. Until you confirm, your account keeps its old address.`
+  ], { url, label: 'Confirm my new address' }),
+
+  emailChanged: (newEmail: string) => mail('Your email address was changed', [
+    `The email address of your account was changed to ${newEmail}.`,
+    'If you did not do this, reset your password and contact support at once.'
+  ])
+}

@@ -1,0 +1,57 @@
+import fp from 'fastify-plugin'
+import nodemailer from 'nodemailer'
+import type { Mail } from './mail-templates.js'
+
+declare module 'fastify' {
+  interface FastifyInstance {
+    mailer: Mailer
+  }
+}
+
+export interface Mailer {
+  /** Queues a mail and returns at once; sending, retries and failures happen off the caller's path. */
+  send: (to: string, mail: Mail) => void
+  /** Mails sent and finally failed since start. */
+  stats: () => { sent: number, failed: number }
+}
+
+/** Waits before each retry: three more tries over about 7 seconds. */
+const RETRY_DELAYS_MS = [500, 2000, 5000]
+
+export default fp(async function mailer (fastify) {
+  const { config } = fastify
+  const transport = config.SMTP_URL ? nodemailer.createTransport(config.SMTP_URL) : null
+  const stats = { sent: 0, failed: 0 }
+  if (!transport && config.NODE_ENV === 'production') fastify.log.warn('SMTP_URL is not set: mails are not sent')
+
+  async function deliver (to: string, mail: Mail) {
+    if (!transport) {
+      // Development: the mail, link included, as one log line a developer can click.
+      if (config.NODE_ENV === 'production') fastify.log.warn({ mail: { subject: mail.subject } }, 'mail not sent: no SMTP_URL')
+      else fastify.log.info({ mail: { to, subject: mail.subject, text: mail.text } }, 'mail (not sent: no SMTP_URL)')
+      return
+    }
+    for (let attempt = 0; ; attempt++) {
+      try {
+        await transport.sendMail({ from: config.MAIL_FROM, to, ...mail })
+        stats.sent++
+        return
+      } catch (err) {
+        if (attempt >= RETRY_DELAYS_MS.length) {
+          stats.failed++
+          fastify.log.error({ err, mail: { subject: mail.subject } }, 'mail failed')
+          return
+        }
+        fastify.log.warn({ err, attempt: attempt + 1, mail: { subject: mail.subject } }, 'mail failed; retrying')
+        await new Promise((resolve) => setTimeout(resolve, RETRY_DELAYS_MS[attempt]))
+      }
+    }
+  }
+
+  fastify.decorate('mailer', {
+    send: (to, mail) => fastify.background.run('mail', () => deliver(to, mail)),
+    stats: () => ({ ...stats })
+  })
+
+  fastify.addHook('onClose', async () => transport?.close())
+}, { name: 'mailer', dependencies: ['config', 'background'] })
