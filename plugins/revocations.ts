@@ -82,7 +82,9 @@ async function createRevocations (fastify: FastifyInstance) {
       const until = now.getTime() + lifetimeMs
       remember(sessionIds, until)
       await insertRevocations(db, sessionIds, now.toISOString(), new Date(until).toISOString())
+      // The database has it now: a Redis outage delays other replicas (to their next resync), it does not fail the request.
       await redis?.publish(channel, JSON.stringify({ ids: sessionIds, until }))
+        .catch((err) => fastify.log.warn({ err }, 'revocation not published; replicas pick it up at their next resync'))
     },
 
     size: () => revoked.size

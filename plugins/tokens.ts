@@ -135,10 +135,12 @@ async function storedKeys (config: Config, db: Kysely<Database>, now: Date): Pro
     rows = await read()
   }
   // Rows come newest first. The signer is the newest key that has not stopped signing and was
-  // published long enough ago; on a first start (nothing published yet), the newest one.
+  // published long enough ago; failing that, the key a recent rotation is replacing (it has a
+  // retirement date), or on a first start the only one.
   const t = now.getTime()
   const signing = rows.filter((r) => r.retired_at === null || new Date(r.retired_at).getTime() > t)
-  const signer = signing.find((r) => new Date(r.created_at).getTime() <= t - publishMs) ?? signing[0] ?? rows[0]
+  const signer = signing.find((r) => new Date(r.created_at).getTime() <= t - publishMs) ??
+    signing.find((r) => r.retired_at !== null) ?? signing.at(-1) ?? rows[0]
   return [signer, ...rows.filter((r) => r !== signer)].map((row) => {
     let pemText: string
     try {
@@ -173,7 +175,8 @@ const decodeHeader = createDecoder({ complete: true })
 /** Signer, verifiers and JWKS for one set of keys; replaced whole when the keys change. */
 function keyring (keys: SigningKey[], issuer: string, audience: string, ttlSeconds: number) {
   const [active] = keys
-  const jwks = { keys: keys.flatMap((k) => (k.publicJwk ? [k.publicJwk] : [])) }
+  // Sorted, so the ETag changes only when the set of keys does.
+  const jwks = { keys: keys.flatMap((k) => (k.publicJwk ? [k.publicJwk] : [])).sort((a, b) => a.kid.localeCompare(b.kid)) }
   return {
     activeKid: active.kid,
     sign: createSigner({ key: active.privateKey, algorithm: active.algorithm, kid: active.kid, iss: issuer, aud: audience, expiresIn: ttlSeconds * 1000 }),

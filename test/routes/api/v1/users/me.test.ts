@@ -4,9 +4,12 @@ import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import type { FastifyInstance, LightMyRequestResponse } from 'fastify'
 import t, { type Test } from 'tap'
+import { buildInner } from '../../../../fixtures/build-inner.js'
 import { bearer, build, databases, GOOD_PASSWORD, json, signup, uniqueEmail } from '../../../../helper.js'
 
 const ME = '/api/v1/users/me'
+/** A deleted user's access token is dead; either code says so. */
+const DEAD_TOKEN = ['INVALID_ACCESS_TOKEN', 'SESSION_REVOKED']
 const PROBLEM = /^application\/problem\+json/
 
 let names = 0
@@ -32,17 +35,18 @@ function signRs256 (header: Record<string, unknown>, payload: Record<string, unk
   return `${input}.${signature}`
 }
 
-function assertProblem (t: Test, res: LightMyRequestResponse, status: number, code: string) {
+function assertProblem (t: Test, res: LightMyRequestResponse, status: number, code: string | string[]) {
   t.equal(res.statusCode, status, `status ${status}`)
   t.match(res.headers['content-type'], PROBLEM, 'problem+json')
   const body = json(res)
-  t.equal(body.code, code, `code ${code}`)
+  if (Array.isArray(code)) t.ok(code.includes(body.code), `code one of ${code.join(', ')} (got ${body.code})`)
+  else t.equal(body.code, code, `code ${code}`)
   t.equal(body.status, status, 'body status')
   t.equal(body.request_id, res.headers['x-request-id'], 'request_id is the X-Request-Id header')
   return body
 }
 
-function assertUnauthorized (t: Test, res: LightMyRequestResponse, code = 'INVALID_ACCESS_TOKEN') {
+function assertUnauthorized (t: Test, res: LightMyRequestResponse, code: string | string[] = 'INVALID_ACCESS_TOKEN') {
   const body = assertProblem(t, res, 401, code)
   t.equal(res.headers['www-authenticate'], 'Bearer', 'WWW-Authenticate: Bearer')
   return body
@@ -79,7 +83,7 @@ for (const db of databases) {
 
     for (const method of ['PATCH', 'PUT'] as const) {
       t.test(`${method} {username} sets it trimmed and lower-cased; null removes it`, async (t) => {
-        const app = await build(t, { env })
+        const { app, inner } = await buildInner(t, { env })
         const signed = await signup(app)
         const name = uniqueUsername('Mixed')
         const res = await app.inject({ method, url: ME, headers: bearer(signed.access_token), payload: { username: `  ${name.toUpperCase()}  ` } })
@@ -87,13 +91,13 @@ for (const db of databases) {
         const body = json(res)
         t.equal(body.username, name.toLowerCase())
         t.equal(body.id, signed.user.id)
-        t.equal((await userRow(app, signed.user.id))?.username, name.toLowerCase(), 'stored lower-cased')
+        t.equal((await userRow(inner, signed.user.id))?.username, name.toLowerCase(), 'stored lower-cased')
         t.equal(json(await me(app, signed.access_token)).username, name.toLowerCase(), 'GET shows it')
 
         const cleared = await app.inject({ method, url: ME, headers: bearer(signed.access_token), payload: { username: null } })
         t.equal(cleared.statusCode, 200)
         t.equal(json(cleared).username, null)
-        t.equal((await userRow(app, signed.user.id))?.username, null, 'removed in the database')
+        t.equal((await userRow(inner, signed.user.id))?.username, null, 'removed in the database')
 
         // The name is free again: another user can take it.
         const other = await signup(app)
@@ -104,7 +108,7 @@ for (const db of databases) {
     }
 
     t.test('a username another user has (in any case) is 409 USERNAME_TAKEN', async (t) => {
-      const app = await build(t, { env })
+      const { app, inner } = await buildInner(t, { env })
       const a = await signup(app)
       const b = await signup(app)
       const name = uniqueUsername('taken')
@@ -114,15 +118,15 @@ for (const db of databases) {
         const body = assertProblem(t, res, 409, 'USERNAME_TAKEN')
         t.equal(body.title, 'Conflict')
       }
-      t.equal((await userRow(app, b.user.id))?.username, null, 'b is unchanged')
-      t.equal((await userRow(app, a.user.id))?.username, name, 'a keeps it')
+      t.equal((await userRow(inner, b.user.id))?.username, null, 'b is unchanged')
+      t.equal((await userRow(inner, a.user.id))?.username, name, 'a keeps it')
       // Setting one's own current name again is no conflict.
       const same = await app.inject({ method: 'PATCH', url: ME, headers: bearer(a.access_token), payload: { username: name } })
       t.equal(same.statusCode, 200)
     })
 
     t.test('a bad username or body is 400 VALIDATION_FAILED and changes nothing', async (t) => {
-      const app = await build(t, { env })
+      const { app, inner } = await buildInner(t, { env })
       const signed = await signup(app)
       const bad: unknown[] = ['ab', 'has space', 'dash-ed', 'x'.repeat(43), 'émile', '', 123, true, {}]
       for (const username of bad) {
@@ -133,37 +137,37 @@ for (const db of databases) {
       }
       const missing = await app.inject({ method: 'PATCH', url: ME, headers: bearer(signed.access_token), payload: {} })
       t.match(assertProblem(t, missing, 400, 'VALIDATION_FAILED').errors, [{ field: '/body/username' }])
-      t.equal((await userRow(app, signed.user.id))?.username, null, 'unchanged')
+      t.equal((await userRow(inner, signed.user.id))?.username, null, 'unchanged')
     })
 
     t.test('an extra field is 400', async (t) => {
-      const app = await build(t, { env })
+      const { app, inner } = await buildInner(t, { env })
       const signed = await signup(app)
       for (const method of ['PATCH', 'PUT'] as const) {
         const res = await app.inject({ method, url: ME, headers: bearer(signed.access_token), payload: { username: uniqueUsername(), roles: ['admin'] } })
         const body = assertProblem(t, res, 400, 'VALIDATION_FAILED')
         t.match(body.errors, [{ field: '/body/roles', message: 'is not an accepted field' }])
       }
-      t.equal((await userRow(app, signed.user.id))?.username, null, 'unchanged')
+      t.equal((await userRow(inner, signed.user.id))?.username, null, 'unchanged')
       const del = await app.inject({ method: 'DELETE', url: ME, headers: bearer(signed.access_token), payload: { password: GOOD_PASSWORD, force: true } })
       assertProblem(t, del, 400, 'VALIDATION_FAILED')
-      t.ok(await userRow(app, signed.user.id), 'still there')
+      t.ok(await userRow(inner, signed.user.id), 'still there')
     })
 
     t.test('DELETE with a wrong password is 401 INVALID_CREDENTIALS and the user stays', async (t) => {
-      const app = await build(t, { env })
+      const { app, inner } = await buildInner(t, { env })
       const signed = await signup(app)
       const res = await app.inject({ method: 'DELETE', url: ME, headers: bearer(signed.access_token), payload: { password: 'not the password at all' } })
       assertUnauthorized(t, res, 'INVALID_CREDENTIALS')
-      t.ok(await userRow(app, signed.user.id), 'user still exists')
+      t.ok(await userRow(inner, signed.user.id), 'user still exists')
       t.equal((await me(app, signed.access_token)).statusCode, 200, 'token still works')
       const noBody = await app.inject({ method: 'DELETE', url: ME, headers: bearer(signed.access_token) })
       t.equal(noBody.statusCode, 400, 'no password: 400')
-      t.ok(await userRow(app, signed.user.id), 'user still exists')
+      t.ok(await userRow(inner, signed.user.id), 'user still exists')
     })
 
     t.test('DELETE with the password removes the user, sessions and refresh tokens', async (t) => {
-      const app = await build(t, { env })
+      const { app, inner } = await buildInner(t, { env })
       const signed = await signup(app)
       const userId = signed.user.id as string
       // A second session of the same user, and another user who must be untouched.
@@ -172,50 +176,50 @@ for (const db of databases) {
       const second = json(login)
       const bystander = await signup(app)
 
-      const sessionIds = (await app.db.selectFrom('sessions').select('id').where('user_id', '=', userId).execute()).map((r) => r.id)
+      const sessionIds = (await inner.db.selectFrom('sessions').select('id').where('user_id', '=', userId).execute()).map((r) => r.id)
       t.equal(sessionIds.length, 2, 'two sessions before')
       t.same(sessionIds.sort(), [parts(signed.access_token).payload.sid, parts(second.access_token).payload.sid].sort())
-      const tokensBefore = await app.db.selectFrom('refresh_tokens').select('token_hash').where('session_id', 'in', sessionIds).execute()
+      const tokensBefore = await inner.db.selectFrom('refresh_tokens').select('token_hash').where('session_id', 'in', sessionIds).execute()
       t.equal(tokensBefore.length, 2, 'two refresh tokens before')
 
       const res = await app.inject({ method: 'DELETE', url: ME, headers: bearer(signed.access_token), payload: { password: GOOD_PASSWORD } })
       t.equal(res.statusCode, 204)
       t.equal(res.body, '', 'no body')
 
-      t.equal(await userRow(app, userId), undefined, 'user row gone')
-      t.same(await app.db.selectFrom('sessions').select('id').where('user_id', '=', userId).execute(), [], 'sessions gone')
-      t.same(await app.db.selectFrom('refresh_tokens').select('token_hash').where('session_id', 'in', sessionIds).execute(), [], 'refresh tokens gone')
+      t.equal(await userRow(inner, userId), undefined, 'user row gone')
+      t.same(await inner.db.selectFrom('sessions').select('id').where('user_id', '=', userId).execute(), [], 'sessions gone')
+      t.same(await inner.db.selectFrom('refresh_tokens').select('token_hash').where('session_id', 'in', sessionIds).execute(), [], 'refresh tokens gone')
 
       for (const token of [signed.access_token, second.access_token]) {
-        assertUnauthorized(t, await me(app, token))
+        assertUnauthorized(t, await me(app, token), DEAD_TOKEN)
       }
       for (const token of [signed.refresh_token, second.refresh_token]) {
         const refreshed = await app.inject({ method: 'POST', url: '/api/v1/auth/refresh', payload: { refresh_token: token } })
         assertUnauthorized(t, refreshed, 'INVALID_REFRESH_TOKEN')
       }
       const again = await app.inject({ method: 'DELETE', url: ME, headers: bearer(signed.access_token), payload: { password: GOOD_PASSWORD } })
-      assertUnauthorized(t, again)
+      assertUnauthorized(t, again, DEAD_TOKEN)
       const login2 = await app.inject({ method: 'POST', url: '/api/v1/auth/login', payload: { email: signed.user.email, password: GOOD_PASSWORD } })
       assertUnauthorized(t, login2, 'INVALID_CREDENTIALS')
 
       t.equal((await me(app, bystander.access_token)).statusCode, 200, 'another user is untouched')
-      t.ok(await userRow(app, bystander.user.id))
+      t.ok(await userRow(inner, bystander.user.id))
     })
 
     t.test("a deleted user's token never resolves to another user", async (t) => {
-      const app = await build(t, { env })
+      const { app, inner } = await buildInner(t, { env })
       const a = await signup(app)
       t.equal((await app.inject({ method: 'DELETE', url: ME, headers: bearer(a.access_token), payload: { password: GOOD_PASSWORD } })).statusCode, 204)
       const bEmail = uniqueEmail('b')
       const b = await signup(app, { email: bEmail })
       t.not(b.user.id, a.user.id)
       const res = await me(app, a.access_token)
-      assertUnauthorized(t, res)
+      assertUnauthorized(t, res, DEAD_TOKEN)
       t.notOk(res.body.includes(bEmail), "never B's profile")
       t.notOk(res.body.includes(b.user.id), "never B's id")
       const patch = await app.inject({ method: 'PATCH', url: ME, headers: bearer(a.access_token), payload: { username: uniqueUsername() } })
-      assertUnauthorized(t, patch)
-      t.equal((await userRow(app, b.user.id))?.username, null, 'B unchanged')
+      assertUnauthorized(t, patch, DEAD_TOKEN)
+      t.equal((await userRow(inner, b.user.id))?.username, null, 'B unchanged')
     })
 
     t.test('no token is 401 AUTHENTICATION_REQUIRED with WWW-Authenticate: Bearer', async (t) => {
@@ -241,8 +245,8 @@ for (const db of databases) {
       assertUnauthorized(t, await send('Bearer garbage'))
       assertUnauthorized(t, await send('Basic xyz'))
       assertUnauthorized(t, await send('Bearer'))
-      assertUnauthorized(t, await send(`Bearer ${h}.${p}`), 'no signature part')
-      assertUnauthorized(t, await send(`Bearer ${h}.${p}.`), 'empty signature')
+      assertUnauthorized(t, await send(`Bearer ${h}.${p}`))
+      assertUnauthorized(t, await send(`Bearer ${h}.${p}.`))
 
       // alg none, naming the real key.
       const none = `${b64({ alg: 'none', typ: 'JWT', kid: header.kid })}.${p}.`
@@ -266,7 +270,7 @@ for (const db of databases) {
       const claims = { ...payload, jti: randomUUID() }
       assertUnauthorized(t, await send(`Bearer ${signRs256({ kid: 'not-a-known-kid' }, claims, privateKey)}`))
       assertUnauthorized(t, await send(`Bearer ${signRs256({ kid: header.kid }, claims, privateKey)}`))
-      assertUnauthorized(t, await send(`Bearer ${signRs256({}, claims, privateKey)}`), 'no kid')
+      assertUnauthorized(t, await send(`Bearer ${signRs256({}, claims, privateKey)}`))
 
       // The real token with its payload changed (sub of another user) keeps its signature no more.
       const other = await signup(app)
@@ -309,7 +313,7 @@ for (const db of databases) {
 
     t.test('an expired token is 401 ACCESS_TOKEN_EXPIRED', async (t) => {
       let clock = new Date()
-      const app = await build(t, { env, now: () => clock })
+      const { app, inner } = await buildInner(t, { env, now: () => clock })
       const start = clock.getTime()
       const signed = await signup(app)
       t.equal((await me(app, signed.access_token)).statusCode, 200)
@@ -320,7 +324,7 @@ for (const db of databases) {
       t.type(body.detail, 'string')
       const patch = await app.inject({ method: 'PATCH', url: ME, headers: bearer(signed.access_token), payload: { username: uniqueUsername() } })
       assertUnauthorized(t, patch, 'ACCESS_TOKEN_EXPIRED')
-      t.equal((await userRow(app, signed.user.id))?.username, null, 'nothing changed')
+      t.equal((await userRow(inner, signed.user.id))?.username, null, 'nothing changed')
     })
   })
 }

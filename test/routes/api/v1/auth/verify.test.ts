@@ -1,0 +1,109 @@
+import type { FastifyInstance, LightMyRequestResponse } from 'fastify'
+import t, { type Test } from 'tap'
+import { bearer, build, databases, json, signup } from '../../../../helper.js'
+
+const VERIFY = '/api/v1/auth/verify'
+const SECOND = 1000
+
+const sidOf = (token: string): string => JSON.parse(Buffer.from(token.split('.')[1], 'base64url').toString('utf8')).sid
+
+function expectRefused (t: Test, res: LightMyRequestResponse, code: string, method = 'GET') {
+  t.equal(res.statusCode, 401, 'status 401')
+  t.match(res.headers['www-authenticate'], /^Bearer\b/, 'WWW-Authenticate: Bearer')
+  t.notOk(res.headers['x-user-id'] ?? res.headers['x-user-roles'] ?? res.headers['x-session-id'], 'no identity headers')
+  if (method === 'GET') {
+    t.match(res.headers['content-type'], /^application\/problem\+json/, 'problem+json')
+    t.equal(json(res).code, code, `code ${code}`)
+  }
+}
+
+const verify = (app: FastifyInstance, headers: Record<string, string> = {}, method: 'GET' | 'HEAD' = 'GET') => app.inject({ method, url: VERIFY, headers })
+
+for (const db of databases) {
+  t.test(db.name, async (t) => {
+    const env = { DATABASE_URL: db.url }
+    let clock = new Date()
+    const app = await build(t, { env, now: () => clock })
+
+    t.test('a live token: 200 with the identity headers and body', async (t) => {
+      const signed = await signup(app)
+      const sid = sidOf(signed.access_token)
+      const res = await verify(app, bearer(signed.access_token))
+      t.equal(res.statusCode, 200)
+      t.equal(res.headers['x-user-id'], signed.user.id, 'X-User-Id')
+      t.equal(res.headers['x-user-roles'], 'user', 'X-User-Roles')
+      t.equal(res.headers['x-session-id'], sid, 'X-Session-Id')
+      t.match(res.headers['content-type'], /^application\/json/)
+      t.same(res.json(), { user_id: signed.user.id, session_id: sid, roles: ['user'] })
+    })
+
+    t.test('several roles are comma-separated in X-User-Roles', async (t) => {
+      const signed = await signup(app)
+      const sid = sidOf(signed.access_token)
+      const token = app.tokens.signAccessToken({ sub: signed.user.id, sid, roles: ['user', 'admin'] })
+      const res = await verify(app, bearer(token))
+      t.equal(res.statusCode, 200)
+      t.equal(res.headers['x-user-roles'], 'user,admin')
+      t.same(res.json(), { user_id: signed.user.id, session_id: sid, roles: ['user', 'admin'] })
+    })
+
+    t.test('HEAD works too', async (t) => {
+      const signed = await signup(app)
+      const res = await verify(app, bearer(signed.access_token), 'HEAD')
+      t.equal(res.statusCode, 200)
+      t.equal(res.headers['x-user-id'], signed.user.id, 'X-User-Id')
+      t.equal(res.headers['x-user-roles'], 'user', 'X-User-Roles')
+      t.equal(res.headers['x-session-id'], sidOf(signed.access_token), 'X-Session-Id')
+      t.equal(res.body, '', 'no body')
+      expectRefused(t, await verify(app, {}, 'HEAD'), 'AUTHENTICATION_REQUIRED', 'HEAD')
+      expectRefused(t, await verify(app, bearer('not.a.token'), 'HEAD'), 'INVALID_ACCESS_TOKEN', 'HEAD')
+    })
+
+    t.test('no token is 401 AUTHENTICATION_REQUIRED', async (t) => {
+      expectRefused(t, await verify(app), 'AUTHENTICATION_REQUIRED')
+    })
+
+    t.test('a bad token is 401 INVALID_ACCESS_TOKEN', async (t) => {
+      const signed = await signup(app)
+      expectRefused(t, await verify(app, bearer('not.a.token')), 'INVALID_ACCESS_TOKEN')
+      expectRefused(t, await verify(app, { authorization: 'Basic dXNlcjpwYXNz' }), 'INVALID_ACCESS_TOKEN')
+      const [head, payload, signature] = signed.access_token.split('.')
+      const forged = JSON.parse(Buffer.from(payload, 'base64url').toString('utf8'))
+      forged.roles = ['admin']
+      expectRefused(t, await verify(app, bearer(`${head}.${Buffer.from(JSON.stringify(forged)).toString('base64url')}.${signature}`)), 'INVALID_ACCESS_TOKEN')
+    })
+
+    t.test('an expired token is 401 ACCESS_TOKEN_EXPIRED', async (t) => {
+      const start = clock
+      t.teardown(() => { clock = start })
+      const signed = await signup(app)
+      clock = new Date(start.getTime() + 899 * SECOND)
+      t.equal((await verify(app, bearer(signed.access_token))).statusCode, 200, 'alive at 899 s')
+      clock = new Date(start.getTime() + 901 * SECOND)
+      expectRefused(t, await verify(app, bearer(signed.access_token)), 'ACCESS_TOKEN_EXPIRED')
+    })
+
+    t.test('a revoked session\'s token is 401 SESSION_REVOKED', async (t) => {
+      const signed = await signup(app)
+      t.equal((await app.inject({ method: 'POST', url: '/api/v1/auth/logout', headers: bearer(signed.access_token) })).statusCode, 204)
+      expectRefused(t, await verify(app, bearer(signed.access_token)), 'SESSION_REVOKED')
+    })
+  })
+
+  t.test(`${db.name}: /auth/verify reads no database`, async (t) => {
+    const app = await build(t, { env: { DATABASE_URL: db.url } })
+    const live = await signup(app)
+    const revoked = await signup(app)
+    t.equal((await app.inject({ method: 'POST', url: '/api/v1/auth/logout', headers: bearer(revoked.access_token) })).statusCode, 204)
+
+    await app.db.destroy()
+    await t.rejects(app.db.selectFrom('users').select('id').execute(), 'the database is closed')
+
+    const res = await verify(app, bearer(live.access_token))
+    t.equal(res.statusCode, 200, 'a live token still verifies')
+    t.equal(res.headers['x-user-id'], live.user.id)
+    t.equal(res.headers['x-session-id'], sidOf(live.access_token))
+    expectRefused(t, await verify(app, bearer(revoked.access_token)), 'SESSION_REVOKED')
+    expectRefused(t, await verify(app), 'AUTHENTICATION_REQUIRED')
+  })
+}
