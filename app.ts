@@ -6,6 +6,7 @@ import fp from 'fastify-plugin'
 import { LogController, type FastifyInstance, type FastifyServerOptions } from 'fastify'
 import type { IncomingMessage } from 'node:http'
 import accounts from './plugins/accounts.js'
+import admin from './plugins/admin.js'
 import audit from './plugins/audit.js'
 import authenticate from './plugins/authenticate.js'
 import background from './plugins/background.js'
@@ -20,6 +21,7 @@ import mailer from './plugins/mailer.js'
 import passwords from './plugins/passwords.js'
 import redis from './plugins/redis.js'
 import revocations from './plugins/revocations.js'
+import roles from './plugins/roles.js'
 import security from './plugins/security.js'
 import sessions from './plugins/sessions.js'
 import tokens from './plugins/tokens.js'
@@ -27,6 +29,7 @@ import type { Config } from './schemas/config.js'
 import { sharedSchemas } from './schemas/common.js'
 import { HealthSchema } from './schemas/health.js'
 import { SessionSchema } from './schemas/users.js'
+import { AdminUserSchema, AuditEventSchema, RoleSchema } from './schemas/admin.js'
 import { ProblemSchema } from './schemas/problem.js'
 
 export type AppOptions = ConfigPluginOptions
@@ -84,7 +87,7 @@ export function serverOptions (config: Config): FastifyServerOptions {
  * from the instance that registers it: the tests and the CLI use them.
  */
 async function app (fastify: FastifyInstance, opts: AppOptions) {
-  for (const schema of [ProblemSchema, HealthSchema, SessionSchema, ...sharedSchemas]) fastify.addSchema(schema)
+  for (const schema of [ProblemSchema, HealthSchema, SessionSchema, AdminUserSchema, RoleSchema, AuditEventSchema, ...sharedSchemas]) fastify.addSchema(schema)
 
   await fastify.register(config, opts)
   await fastify.register(errors)
@@ -101,9 +104,11 @@ async function app (fastify: FastifyInstance, opts: AppOptions) {
   await fastify.register(revocations)
   await fastify.register(authenticate)
   await fastify.register(logging)
+  await fastify.register(roles)
   await fastify.register(sessions)
   await fastify.register(emails)
   await fastify.register(accounts)
+  await fastify.register(admin)
 
   await fastify.register(AutoLoad, {
     dir: join(import.meta.dirname, 'routes'),

@@ -80,6 +80,22 @@ export interface OneTimeTokensTable {
   used_at: ColumnType<Date | string | null, string | null | undefined, string | null>
 }
 
+export interface RolesTable {
+  name: string
+  description: string
+  created_at: Timestamp
+}
+
+export interface RolePermissionsTable {
+  role: string
+  permission: string
+}
+
+export interface UserRolesTable {
+  user_id: string
+  role: string
+}
+
 export interface Database {
   users: UsersTable
   sessions: SessionsTable
@@ -88,6 +104,9 @@ export interface Database {
   auth_events: AuthEventsTable
   revoked_sessions: RevokedSessionsTable
   one_time_tokens: OneTimeTokensTable
+  roles: RolesTable
+  role_permissions: RolePermissionsTable
+  user_roles: UserRolesTable
 }
 
 export type UserRow = Selectable<UsersTable>

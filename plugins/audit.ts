@@ -1,11 +1,15 @@
 import { randomUUID } from 'node:crypto'
 import fp from 'fastify-plugin'
-import { insertEvent } from '../db/queries/events.js'
+import { insertEvent, pruneEvents } from '../db/queries/events.js'
 import type { ClientInfo } from './sessions.js'
 
 declare module 'fastify' {
   interface FastifyInstance {
-    audit: { record: (event: AuditEvent) => Promise<void> }
+    audit: {
+      record: (event: AuditEvent) => Promise<void>
+      /** Deletes events older than AUDIT_RETENTION_DAYS; returns how many. */
+      prune: () => Promise<number>
+    }
   }
 }
 
@@ -17,6 +21,8 @@ export interface AuditEvent {
   /** Never a password or a token. */
   detail?: Record<string, unknown>
 }
+
+const PRUNE_EVERY_MS = 3_600_000
 
 /** The security trail in auth_events. A failed write is logged, never the caller's failure. */
 export default fp(async function audit (fastify) {
@@ -36,6 +42,13 @@ export default fp(async function audit (fastify) {
       } catch (err) {
         fastify.log.error({ err, event: event.type }, 'audit event not written')
       }
-    }
+    },
+    prune: () => pruneEvents(fastify.db, new Date(fastify.now().getTime() - fastify.config.AUDIT_RETENTION_DAYS * 86_400_000).toISOString())
   })
+
+  const prune = () => { fastify.audit.prune().catch((err) => fastify.log.warn({ err }, 'audit prune failed')) }
+  fastify.addHook('onReady', async () => prune())
+  const timer = setInterval(prune, PRUNE_EVERY_MS)
+  timer.unref()
+  fastify.addHook('onClose', async () => clearInterval(timer))
 }, { name: 'audit', dependencies: ['config', 'db'] })

@@ -26,7 +26,7 @@ const hashToken = (token: string) => createHash('sha256').update(token).digest('
  * same whether or not it has an account: their work runs in the background.
  */
 function createEmails (fastify: FastifyInstance) {
-  const { db, config, mailer, background, passwords, sessions, audit } = fastify
+  const { db, config, mailer, background, passwords, sessions, audit, roles } = fastify
   const link = (template: string, token: string) => template.replace('{token}', encodeURIComponent(token))
 
   /** Makes a token for the user (voiding older ones of its purpose) and returns it, or null when one went out too recently. */
@@ -78,8 +78,8 @@ function createEmails (fastify: FastifyInstance) {
         // The token verifies the address it was sent to, and only while the account still has it.
         if (row.email !== user.email) throw new Errors.InvalidToken()
         const updated = await updateUser(db, user.id, { email_verified: 1, updated_at: now })
-        await audit.record({ type: 'email_verified', userId: user.id, client, detail: {} })
-        return toPublicUser(updated!)
+        await audit.record({ type: 'email_verified', userId: user.id, client })
+        return toPublicUser(updated!, await roles.of(user.id))
       }
       let updated: UserRow | undefined
       try {
@@ -89,8 +89,8 @@ function createEmails (fastify: FastifyInstance) {
         throw err
       }
       mailer.send(user.email, templates.emailChanged(row.email))
-      await audit.record({ type: 'email_changed', userId: user.id, client, detail: {} })
-      return toPublicUser(updated!)
+      await audit.record({ type: 'email_changed', userId: user.id, client })
+      return toPublicUser(updated!, await roles.of(user.id))
     },
 
     /** Mails a reset link if the address has an account; the caller learns nothing either way. */
@@ -117,7 +117,7 @@ function createEmails (fastify: FastifyInstance) {
       // Following the link proved the mailbox is theirs: the address is verified too.
       await updateUser(db, owner.id, { password_hash: passwordHash, email_verified: row.email === owner.email ? 1 : Number(owner.email_verified), updated_at: now })
       await sessions.endAll(owner.id, 'password_reset')
-      await audit.record({ type: 'password_reset', userId: owner.id, client, detail: {} })
+      await audit.record({ type: 'password_reset', userId: owner.id, client })
     },
 
     /** Starts a change of address: mails the new address; nothing changes until it is verified. */
@@ -136,4 +136,4 @@ function createEmails (fastify: FastifyInstance) {
 
 export default fp(async function emails (fastify) {
   fastify.decorate('emails', createEmails(fastify))
-}, { name: 'emails', dependencies: ['config', 'db', 'mailer', 'background', 'passwords', 'sessions', 'audit'] })
+}, { name: 'emails', dependencies: ['config', 'db', 'mailer', 'background', 'passwords', 'sessions', 'audit', 'roles'] })

@@ -26,7 +26,15 @@ export const Errors = {
   InvalidToken: createError('INVALID_TOKEN', 'The token is not valid: unknown, already used, or expired.', 400),
   SameEmail: createError('SAME_EMAIL', 'This is already the account\'s address.', 400),
   EmailNotVerified: createError('EMAIL_NOT_VERIFIED', 'Confirm your email address first: follow the link in the mail we sent (or ask for a new one).', 403),
-  MalformedJson: createError('MALFORMED_JSON', 'The body is not valid JSON.', 400)
+  MalformedJson: createError('MALFORMED_JSON', 'The body is not valid JSON.', 400),
+  UnknownPermission: createError('UNKNOWN_PERMISSION', 'Unknown permission: %s. Known: %s.', 400),
+  UnknownRole: createError('UNKNOWN_ROLE', 'Unknown role: %s.', 400),
+  RoleExists: createError('ROLE_EXISTS', 'A role with this name exists.', 409),
+  RoleNotFound: createError('ROLE_NOT_FOUND', 'No such role.', 404),
+  RoleProtected: createError('ROLE_PROTECTED', 'The built-in roles cannot be deleted, and admin keeps every permission.', 400),
+  UserNotFound: createError('USER_NOT_FOUND', 'No such user.', 404),
+  CannotModifySelf: createError('CANNOT_MODIFY_SELF', 'You cannot disable yourself, delete yourself here, or take away your own admin role.', 400),
+  InvalidCursor: createError('INVALID_CURSOR', 'The cursor is not one this service gave out.', 400)
 }
 
 /** Fastify's own client errors, under the service's codes. */

@@ -38,21 +38,29 @@ const isPast = (time: Date | string, now: Date) => new Date(time).getTime() <= n
 const MAX_GRACE_HOPS = 8
 
 function createSessions (fastify: FastifyInstance) {
-  const { db, tokens, config, revocations, audit } = fastify
+  const { db, tokens, config, revocations, audit, roles } = fastify
 
-  function issue (user: UserRow, sessionId: string, refreshToken: string): IssuedTokens {
+  /** The pair for a session; the access token carries the user's roles as they are now. */
+  async function issue (user: UserRow, sessionId: string, refreshToken: string): Promise<IssuedTokens> {
     return {
-      access_token: tokens.signAccessToken({ sub: user.id, sid: sessionId, roles: ['user'] }),
+      access_token: tokens.signAccessToken({ sub: user.id, sid: sessionId, roles: await roles.of(user.id) }),
       token_type: 'Bearer',
       expires_in: tokens.accessTtl,
       refresh_token: refreshToken
     }
   }
 
-  /** Ends sessions in the database and puts them on the revocation list, so their access tokens stop at once. */
-  async function revoke (userId: string, reason: string, opts: { only?: string, except?: string } = {}): Promise<string[]> {
+  /**
+   * Ends sessions in the database and puts them on the revocation list, so
+   * their access tokens stop at once. Given the client (a request asked for
+   * it), the trail records a `logout` or `sessions_ended` event.
+   */
+  async function revoke (userId: string, reason: string, opts: { only?: string, except?: string } = {}, client?: ClientInfo): Promise<string[]> {
     const ids = await revokeSessions(db, userId, fastify.now().toISOString(), reason, opts)
     await revocations.add(ids)
+    if (client && ids.length > 0) {
+      await audit.record({ type: reason === 'logout' ? 'logout' : 'sessions_ended', userId, sessionId: opts.only ?? null, client, detail: { reason, sessions: ids.length } })
+    }
     return ids
   }
 
@@ -116,7 +124,7 @@ function createSessions (fastify: FastifyInstance) {
         const rotated = await rotateRefreshToken(db, hash, {
           hash: next.hash, sessionId: row.session_id, now: now.toISOString(), expiresAt: later(now, config.REFRESH_TOKEN_TTL_SECONDS)
         })
-        if (rotated) return { tokens: issue(user, row.session_id, next.token), user }
+        if (rotated) return { tokens: await issue(user, row.session_id, next.token), user }
       }
       throw new Errors.InvalidRefreshToken()
     },
@@ -127,23 +135,23 @@ function createSessions (fastify: FastifyInstance) {
     },
 
     /** Ends one session of the user; false when they have no such live session. */
-    async end (userId: string, sessionId: string, reason: string): Promise<boolean> {
-      return (await revoke(userId, reason, { only: sessionId })).length > 0
+    async end (userId: string, sessionId: string, reason: string, client?: ClientInfo): Promise<boolean> {
+      return (await revoke(userId, reason, { only: sessionId }, client)).length > 0
     },
 
     /** Ends every session of the user, or every one but `keep`. */
-    endAll (userId: string, reason: string, keep?: string): Promise<string[]> {
-      return revoke(userId, reason, { except: keep })
+    endAll (userId: string, reason: string, keep?: string, client?: ClientInfo): Promise<string[]> {
+      return revoke(userId, reason, { except: keep }, client)
     },
 
     /** Ends the session a refresh token belongs to, if it is one of ours. */
-    async endByRefreshToken (refreshToken: string, reason: string): Promise<void> {
+    async endByRefreshToken (refreshToken: string, reason: string, client?: ClientInfo): Promise<void> {
       const row = await findRefreshToken(db, tokens.hashRefreshToken(refreshToken))
-      if (row) await revoke(row.user_id, reason, { only: row.session_id })
+      if (row) await revoke(row.user_id, reason, { only: row.session_id }, client)
     }
   }
 }
 
 export default fp(async function sessions (fastify) {
   fastify.decorate('sessions', createSessions(fastify))
-}, { name: 'sessions', dependencies: ['config', 'db', 'tokens', 'revocations', 'audit'] })
+}, { name: 'sessions', dependencies: ['config', 'db', 'tokens', 'revocations', 'audit', 'roles'] })

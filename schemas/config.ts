@@ -63,6 +63,9 @@ export const ConfigSchema = Type.Object({
   EMAIL_VERIFICATION_TTL_SECONDS: Seconds(86400, 'Lifetime of an email verification token.'),
   PASSWORD_RESET_TTL_SECONDS: Seconds(1800, 'Lifetime of a password reset token.'),
   EMAIL_RESEND_INTERVAL_SECONDS: Type.Integer({ minimum: 0, maximum: 86400, default: 60, description: 'At most one verification or reset mail per address in this many seconds.' }),
+  ADMIN_EMAIL: Type.Optional(Type.String({ pattern: '^[^\\s@]+@[^\\s@]+\\.[^\\s@]+$', description: 'With ADMIN_PASSWORD: at start, create this account as an admin, or give an existing account the admin role (once; a later change of password is kept).' })),
+  ADMIN_PASSWORD: Type.Optional(Type.String({ minLength: 8, description: 'Password of the ADMIN_EMAIL account when it is created. It must meet the password policy.' })),
+  AUDIT_RETENTION_DAYS: Type.Integer({ minimum: 1, maximum: 3650, default: 90, description: 'Audit events older than this are pruned (hourly).' }),
   BODY_LIMIT_BYTES: Type.Integer({ minimum: 1024, maximum: 1_048_576, default: 16384, description: 'Largest accepted request body.' })
 }, { additionalProperties: true })
 

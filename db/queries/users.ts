@@ -15,8 +15,36 @@ export function findUserByUsername (db: Db, username: string): Promise<UserRow |
   return db.selectFrom('users').selectAll().where(sql`lower(username)`, '=', username.toLowerCase()).executeTakeFirst()
 }
 
-export async function insertUser (db: Db, user: NewUser): Promise<UserRow> {
-  return db.insertInto('users').values(user).returningAll().executeTakeFirstOrThrow()
+/** Creates a user with their roles, together or not at all. */
+export function insertUser (db: Db, user: NewUser, roles: string[]): Promise<UserRow> {
+  return db.transaction().execute(async (trx) => {
+    const row = await trx.insertInto('users').values(user).returningAll().executeTakeFirstOrThrow()
+    if (roles.length > 0) await trx.insertInto('user_roles').values(roles.map((role) => ({ user_id: row.id, role }))).execute()
+    return row
+  })
+}
+
+export interface UserFilters {
+  emailPrefix?: string
+  role?: string
+  disabled?: boolean
+}
+
+/** Users in a stable order (created_at, id), after the `after` position; keyset pagination, so inserts never shift a page. */
+export function listUsers (db: Db, filters: UserFilters, after: [string, string] | null, limit: number): Promise<UserRow[]> {
+  let query = db.selectFrom('users').selectAll()
+  if (filters.emailPrefix !== undefined) {
+    // LIKE with the prefix's own % and _ escaped.
+    const escaped = filters.emailPrefix.toLowerCase().replace(/[\\%_]/g, (c) => `\\${c}`)
+    query = query.where(sql<boolean>`lower(email) like ${escaped + '%'} escape '\\'`)
+  }
+  if (filters.role !== undefined) {
+    const role = filters.role
+    query = query.where(({ exists, selectFrom }) => exists(selectFrom('user_roles').select('role').whereRef('user_roles.user_id', '=', 'users.id').where('user_roles.role', '=', role)))
+  }
+  if (filters.disabled !== undefined) query = query.where('disabled', '=', filters.disabled ? 1 : 0)
+  if (after) query = query.where((eb) => eb(eb.refTuple('created_at', 'id'), '>', eb.tuple(after[0], after[1])))
+  return query.orderBy('created_at').orderBy('id').limit(limit).execute()
 }
 
 export function updateUser (db: Db, id: string, changes: UserUpdate): Promise<UserRow | undefined> {

@@ -2,7 +2,6 @@ import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox'
 import { Type } from 'typebox'
 import { LoginBodySchema, LogoutBodySchema, RefreshBodySchema, SignupBodySchema } from '../../../../schemas/auth.js'
 import { problems } from '../../../../schemas/problem.js'
-import { toPublicUser } from '../../../../plugins/accounts.js'
 import { clientOf } from '../../../../plugins/sessions.js'
 
 const auth: FastifyPluginAsyncTypebox = async (fastify) => {
@@ -42,7 +41,7 @@ const auth: FastifyPluginAsyncTypebox = async (fastify) => {
     }
   }, async (request) => {
     const { tokens, user } = await fastify.sessions.refresh(request.body.refresh_token, clientOf(request))
-    return { ...tokens, user: toPublicUser(user) }
+    return { ...tokens, user: await fastify.accounts.present(user) }
   })
 
   // Forward auth for gateways (nginx auth_request, Traefik ForwardAuth, Envoy ext_authz): no database read.
@@ -80,8 +79,9 @@ const auth: FastifyPluginAsyncTypebox = async (fastify) => {
     // A bearer-only logout has no body at all.
     preValidation: async (request) => { request.body ??= {} }
   }, async (request, reply) => {
-    if (request.auth) await fastify.sessions.end(request.auth.userId, request.auth.sessionId, 'logout')
-    if (request.body?.refresh_token) await fastify.sessions.endByRefreshToken(request.body.refresh_token, 'logout')
+    const client = clientOf(request)
+    if (request.auth) await fastify.sessions.end(request.auth.userId, request.auth.sessionId, 'logout', client)
+    if (request.body?.refresh_token) await fastify.sessions.endByRefreshToken(request.body.refresh_token, 'logout', client)
     return reply.code(204).send(null)
   })
 }

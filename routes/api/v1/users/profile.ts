@@ -1,6 +1,6 @@
 import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox'
 import { Type } from 'typebox'
-import { toPublicUser } from '../../../../plugins/accounts.js'
+import { clientOf } from '../../../../plugins/sessions.js'
 import { problems } from '../../../../schemas/problem.js'
 import { AccountDeleteBodySchema, ProfileUpdateBodySchema } from '../../../../schemas/users.js'
 
@@ -13,7 +13,7 @@ const users: FastifyPluginAsyncTypebox = async (fastify) => {
       summary: 'The signed-in user',
       response: { 200: Type.Ref('User') }
     }
-  }, async (request) => toPublicUser(await fastify.accounts.current(request.auth!.userId)))
+  }, async (request) => fastify.accounts.profile(request.auth!.userId))
 
   // PATCH is the method; PUT stays for the original service's clients.
   for (const method of ['PATCH', 'PUT'] as const) {
@@ -42,7 +42,7 @@ const users: FastifyPluginAsyncTypebox = async (fastify) => {
       response: { 204: Type.Null({ description: 'Deleted' }), ...problems(400) }
     }
   }, async (request, reply) => {
-    await fastify.accounts.deleteAccount(request.auth!.userId, request.body.password)
+    await fastify.accounts.deleteAccount(request.auth!.userId, request.body.password, clientOf(request))
     return reply.code(204).send(null)
   })
 }

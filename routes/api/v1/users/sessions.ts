@@ -3,6 +3,7 @@ import { Type } from 'typebox'
 import { problems } from '../../../../schemas/problem.js'
 import { EndSessionsQuerySchema, SessionParamsSchema } from '../../../../schemas/users.js'
 import { Errors } from '../../../../plugins/errors.js'
+import { clientOf } from '../../../../plugins/sessions.js'
 
 const sessions: FastifyPluginAsyncTypebox = async (fastify) => {
   fastify.get('/me/sessions', {
@@ -29,7 +30,7 @@ const sessions: FastifyPluginAsyncTypebox = async (fastify) => {
       response: { 204: Type.Null({ description: 'Ended' }), ...problems(400, 404) }
     }
   }, async (request, reply) => {
-    if (!await fastify.sessions.end(request.auth!.userId, request.params.id, 'ended_by_user')) throw new Errors.SessionNotFound()
+    if (!await fastify.sessions.end(request.auth!.userId, request.params.id, 'ended_by_user', clientOf(request))) throw new Errors.SessionNotFound()
     return reply.code(204).send(null)
   })
 
@@ -44,7 +45,7 @@ const sessions: FastifyPluginAsyncTypebox = async (fastify) => {
     }
   }, async (request, reply) => {
     const { userId, sessionId } = request.auth!
-    await fastify.sessions.endAll(userId, 'ended_by_user', request.query.include_current ? undefined : sessionId)
+    await fastify.sessions.endAll(userId, 'ended_by_user', request.query.include_current ? undefined : sessionId, clientOf(request))
     return reply.code(204).send(null)
   })
 }

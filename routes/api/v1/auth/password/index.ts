@@ -17,7 +17,7 @@ const password: FastifyPluginAsyncTypebox = async (fastify) => {
     }
   }, async (request, reply) => {
     const { userId, sessionId } = request.auth!
-    await fastify.accounts.changePassword(userId, sessionId, request.body.current_password, request.body.new_password)
+    await fastify.accounts.changePassword(userId, sessionId, request.body.current_password, request.body.new_password, clientOf(request))
     return reply.code(204).send(null)
   })
 

@@ -1,0 +1,81 @@
+import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox'
+import { Type } from 'typebox'
+import { actorOf } from '../../../../plugins/admin.js'
+import { AdminUserPatchSchema, page, UserIdParamsSchema, UserListQuerySchema } from '../../../../schemas/admin.js'
+import { problems } from '../../../../schemas/problem.js'
+
+const users: FastifyPluginAsyncTypebox = async (fastify) => {
+  fastify.get('/users', {
+    config: { auth: 'required' },
+    preHandler: fastify.requirePermission('users:read'),
+    schema: {
+      operationId: 'adminListUsers',
+      tags: ['admin'],
+      summary: 'List users, oldest first, a page at a time',
+      description: 'Filters: `email_prefix`, `role`, `disabled`. The order (created_at, id) is stable, and pages follow a cursor, so rows added meanwhile neither shift nor repeat a page.',
+      querystring: UserListQuerySchema,
+      response: { 200: page(Type.Ref('AdminUser')), ...problems(400, 403) }
+    }
+  }, async (request) => {
+    const { limit, cursor, email_prefix: emailPrefix, role, disabled } = request.query
+    return fastify.admin.listUsers({ emailPrefix, role, disabled }, limit, cursor)
+  })
+
+  fastify.get('/users/:id', {
+    config: { auth: 'required' },
+    preHandler: fastify.requirePermission('users:read'),
+    schema: {
+      operationId: 'adminGetUser',
+      tags: ['admin'],
+      summary: 'One user',
+      params: UserIdParamsSchema,
+      response: { 200: Type.Ref('AdminUser'), ...problems(400, 403, 404) }
+    }
+  }, async (request) => fastify.admin.getUser(request.params.id))
+
+  fastify.patch('/users/:id', {
+    config: { auth: 'required' },
+    preHandler: fastify.requirePermission('users:write'),
+    schema: {
+      operationId: 'adminUpdateUser',
+      tags: ['admin'],
+      summary: 'Change a user\'s roles, disabled flag or email_verified',
+      description: 'Disabling a user, or taking a role away, ends all their sessions at once (access tokens included). You cannot disable yourself or take away your own admin role.',
+      params: UserIdParamsSchema,
+      body: AdminUserPatchSchema,
+      response: { 200: Type.Ref('AdminUser'), ...problems(400, 403, 404) }
+    }
+  }, async (request) => fastify.admin.updateUser(actorOf(request), request.params.id, request.body))
+
+  fastify.delete('/users/:id', {
+    config: { auth: 'required' },
+    preHandler: fastify.requirePermission('users:write'),
+    schema: {
+      operationId: 'adminDeleteUser',
+      tags: ['admin'],
+      summary: 'Delete a user and end their sessions at once',
+      params: UserIdParamsSchema,
+      response: { 204: Type.Null({ description: 'Deleted' }), ...problems(400, 403, 404) }
+    }
+  }, async (request, reply) => {
+    await fastify.admin.deleteUser(actorOf(request), request.params.id)
+    return reply.code(204).send(null)
+  })
+
+  fastify.delete('/users/:id/sessions', {
+    config: { auth: 'required' },
+    preHandler: fastify.requirePermission('sessions:revoke'),
+    schema: {
+      operationId: 'adminEndUserSessions',
+      tags: ['admin'],
+      summary: 'End every session of a user, at once',
+      params: UserIdParamsSchema,
+      response: { 204: Type.Null({ description: 'Ended' }), ...problems(400, 403, 404) }
+    }
+  }, async (request, reply) => {
+    await fastify.admin.endSessions(actorOf(request), request.params.id)
+    return reply.code(204).send(null)
+  })
+}
+
+export default users
