@@ -16,9 +16,12 @@ import docs from './plugins/docs.js'
 import emails from './plugins/emails.js'
 import errors, { frameworkErrorHandler } from './plugins/errors.js'
 import health from './plugins/health.js'
+import loadShedding from './plugins/load-shedding.js'
 import logging from './plugins/logging.js'
+import loginThrottle from './plugins/login-throttle.js'
 import mailer from './plugins/mailer.js'
 import passwords from './plugins/passwords.js'
+import rateLimit from './plugins/rate-limit.js'
 import redis from './plugins/redis.js'
 import revocations from './plugins/revocations.js'
 import roles from './plugins/roles.js'
@@ -91,11 +94,14 @@ async function app (fastify: FastifyInstance, opts: AppOptions) {
 
   await fastify.register(config, opts)
   await fastify.register(errors)
+  await fastify.register(loadShedding)
   await fastify.register(security)
   await fastify.register(docs)
   await fastify.register(db)
   await fastify.register(health)
   await fastify.register(redis)
+  await fastify.register(rateLimit)
+  await fastify.register(loginThrottle)
   await fastify.register(background)
   await fastify.register(mailer)
   await fastify.register(audit)

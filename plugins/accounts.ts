@@ -34,7 +34,7 @@ export function toPublicUser (row: UserRow, roles: string[]): User {
 }
 
 function createAccounts (fastify: FastifyInstance) {
-  const { db, passwords, sessions, emails, config, roles, audit } = fastify
+  const { db, passwords, sessions, emails, config, roles, audit, loginThrottle } = fastify
 
   /** A user as the API shows them, with their roles as they are now. */
   const present = async (row: UserRow): Promise<User> => toPublicUser(row, await roles.of(row.id))
@@ -126,10 +126,13 @@ function createAccounts (fastify: FastifyInstance) {
      */
     async login (input: { email?: string, username?: string, password: string }, client: ClientInfo): Promise<TokenResponse> {
       const identifier = (input.email ?? input.username ?? '').trim()
+      // Throttled accounts wait, right password or not: checked before any password work.
+      await loginThrottle.check(identifier)
       const user = identifier.includes('@') ? await findUserByEmail(db, normalizeEmail(identifier)) : await findUserByUsername(db, normalizeUsername(identifier))
       const ok = await passwords.verify(user?.password_hash, input.password)
       const refusal = !user ? 'unknown_account' : !ok ? 'wrong_password' : user.disabled ? 'disabled' : null
       if (refusal) {
+        await loginThrottle.failed(identifier)
         // The reason is for the trail only; the caller gets the same answer for all three.
         await audit.record({ type: 'login_failed', userId: user?.id ?? null, client, detail: { reason: refusal } })
         throw new Errors.InvalidCredentials()
@@ -142,6 +145,7 @@ function createAccounts (fastify: FastifyInstance) {
       if (passwords.needsRehash(user!.password_hash)) {
         await updateUser(db, user!.id, { password_hash: await passwords.hash(input.password) })
       }
+      await loginThrottle.succeeded(identifier)
       await audit.record({ type: 'login_succeeded', userId: user!.id, client })
       return signedIn(user!, client)
     },
@@ -185,4 +189,4 @@ export default fp(async function accounts (fastify) {
     const outcome = await accounts.ensureAdmin(ADMIN_EMAIL, ADMIN_PASSWORD)
     if (outcome !== 'unchanged') fastify.log.info({ outcome }, 'first admin from ADMIN_EMAIL')
   }
-}, { name: 'accounts', dependencies: ['config', 'db', 'passwords', 'sessions', 'emails', 'roles', 'audit'] })
+}, { name: 'accounts', dependencies: ['config', 'db', 'passwords', 'sessions', 'emails', 'roles', 'audit', 'login-throttle'] })

@@ -26,7 +26,7 @@ const hashToken = (token: string) => createHash('sha256').update(token).digest('
  * same whether or not it has an account: their work runs in the background.
  */
 function createEmails (fastify: FastifyInstance) {
-  const { db, config, mailer, background, passwords, sessions, audit, roles } = fastify
+  const { db, config, mailer, background, passwords, sessions, audit, roles, loginThrottle } = fastify
   const link = (template: string, token: string) => template.replace('{token}', encodeURIComponent(token))
 
   /** Makes a token for the user (voiding older ones of its purpose) and returns it, or null when one went out too recently. */
@@ -117,6 +117,7 @@ function createEmails (fastify: FastifyInstance) {
       // Following the link proved the mailbox is theirs: the address is verified too.
       await updateUser(db, owner.id, { password_hash: passwordHash, email_verified: row.email === owner.email ? 1 : Number(owner.email_verified), updated_at: now })
       await sessions.endAll(owner.id, 'password_reset')
+      await loginThrottle.succeeded(owner.email, owner.username)
       await audit.record({ type: 'password_reset', userId: owner.id, client })
     },
 
@@ -136,4 +137,4 @@ function createEmails (fastify: FastifyInstance) {
 
 export default fp(async function emails (fastify) {
   fastify.decorate('emails', createEmails(fastify))
-}, { name: 'emails', dependencies: ['config', 'db', 'mailer', 'background', 'passwords', 'sessions', 'audit', 'roles'] })
+}, { name: 'emails', dependencies: ['config', 'db', 'mailer', 'background', 'passwords', 'sessions', 'audit', 'roles', 'login-throttle'] })

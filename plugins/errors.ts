@@ -34,7 +34,15 @@ export const Errors = {
   RoleProtected: createError('ROLE_PROTECTED', 'The built-in roles cannot be deleted, and admin keeps every permission.', 400),
   UserNotFound: createError('USER_NOT_FOUND', 'No such user.', 404),
   CannotModifySelf: createError('CANNOT_MODIFY_SELF', 'You cannot disable yourself, delete yourself here, or take away your own admin role.', 400),
-  InvalidCursor: createError('INVALID_CURSOR', 'The cursor is not one this service gave out.', 400)
+  InvalidCursor: createError('INVALID_CURSOR', 'The cursor is not one this service gave out.', 400),
+  RateLimited: createError('RATE_LIMITED', 'Too many requests; try again in %s seconds.', 429),
+  Overloaded: createError('OVERLOADED', 'The service is busy; try again in a moment.', 503)
+}
+
+/** A 429 or 503 that tells the client when to come back (Retry-After, in seconds). */
+export function retryLater (kind: 'RateLimited' | 'Overloaded', seconds: number) {
+  const error = kind === 'RateLimited' ? new Errors.RateLimited(seconds) : new Errors.Overloaded()
+  return Object.assign(error, { retryAfter: Math.max(1, Math.ceil(seconds)) })
 }
 
 /** Fastify's own client errors, under the service's codes. */
@@ -69,7 +77,7 @@ export function toProblem (error: FastifyError, request: FastifyRequest): Proble
     return problem(request, 400, 'VALIDATION_FAILED', detail, errors)
   }
   const status = error.statusCode ?? 500
-  if (status >= 400 && status < 500) {
+  if ((status >= 400 && status < 500) || (status === 503 && OWN_CODES.has(error.code))) {
     if (OWN_CODES.has(error.code)) return problem(request, status, error.code, error.message)
     const code = FRAMEWORK_CODES[error.code] ?? 'BAD_REQUEST'
     return problem(request, status, code, error.message)
@@ -123,6 +131,8 @@ export default fp(async function errors (fastify) {
     if (body.status >= 500) request.log.error({ err: error }, 'request failed')
     else request.log.info({ code: body.code, status: body.status }, 'request refused')
     const headers: Record<string, string> = body.status === 401 ? { 'www-authenticate': 'Bearer' } : {}
+    const retryAfter = (error as { retryAfter?: number }).retryAfter
+    if (retryAfter) headers['retry-after'] = String(retryAfter)
     return sendProblem(reply, body, headers)
   })
 

@@ -1,7 +1,7 @@
 import { readFileSync } from 'node:fs'
 import { hash, verify } from '@node-rs/argon2'
 import fp from 'fastify-plugin'
-import { Errors } from './errors.js'
+import { Errors, retryLater } from './errors.js'
 import type { Config } from '../schemas/config.js'
 
 declare module 'fastify' {
@@ -34,7 +34,29 @@ export function normalizePassword (password: string): string {
   return password.normalize('NFKC')
 }
 
-export function createPasswords (config: Pick<Config, 'ARGON2_MEMORY_KIB' | 'ARGON2_ITERATIONS' | 'ARGON2_PARALLELISM' | 'PASSWORD_MIN_LENGTH'>) {
+/**
+ * Runs at most `concurrency` tasks at once with at most `queueLimit` waiting;
+ * beyond that, 503 at once: a flood of sign-ins cannot grow memory without end.
+ */
+function boundedQueue (concurrency: number, queueLimit: number) {
+  let active = 0
+  const waiting: Array<() => void> = []
+  return async function run<T> (task: () => Promise<T>): Promise<T> {
+    if (active < concurrency) active++
+    else if (waiting.length < queueLimit) await new Promise<void>((resolve) => waiting.push(resolve))
+    else throw retryLater('Overloaded', 1)
+    try {
+      return await task()
+    } finally {
+      // Hand the slot to the next in line, or free it.
+      const next = waiting.shift()
+      if (next) next()
+      else active--
+    }
+  }
+}
+
+export function createPasswords (config: Pick<Config, 'ARGON2_MEMORY_KIB' | 'ARGON2_ITERATIONS' | 'ARGON2_PARALLELISM' | 'PASSWORD_MIN_LENGTH' | 'HASH_CONCURRENCY' | 'HASH_QUEUE_LIMIT'>) {
   // @node-rs/argon2 hashes with argon2id unless told otherwise (its Algorithm is a const enum TS cannot import here).
   const params = {
     memoryCost: config.ARGON2_MEMORY_KIB,
@@ -43,8 +65,10 @@ export function createPasswords (config: Pick<Config, 'ARGON2_MEMORY_KIB' | 'ARG
   }
   const paramString = `m=${params.memoryCost},t=${params.timeCost},p=${params.parallelism}`
 
+  const queued = boundedQueue(config.HASH_CONCURRENCY, config.HASH_QUEUE_LIMIT)
+
   function hashPassword (password: string): Promise<string> {
-    return hash(normalizePassword(password), params)
+    return queued(() => hash(normalizePassword(password), params))
   }
 
   /** The policy: length in characters after NFKC, not common, not the account's own email or username. */
@@ -68,7 +92,7 @@ export function createPasswords (config: Pick<Config, 'ARGON2_MEMORY_KIB' | 'ARG
     /** Verifies against `stored`, or against a dummy hash when there is no account, so both take the same time. */
     async verify (stored: string | undefined, password: string): Promise<boolean> {
       const target = stored ?? await dummyHash
-      const ok = await verify(target, normalizePassword(password)).catch(() => false)
+      const ok = await queued(() => verify(target, normalizePassword(password)).catch(() => false))
       return ok && stored !== undefined
     },
 

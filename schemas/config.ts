@@ -66,6 +66,17 @@ export const ConfigSchema = Type.Object({
   ADMIN_EMAIL: Type.Optional(Type.String({ pattern: '^[^\\s@]+@[^\\s@]+\\.[^\\s@]+$', description: 'With ADMIN_PASSWORD: at start, create this account as an admin, or give an existing account the admin role (once; a later change of password is kept).' })),
   ADMIN_PASSWORD: Type.Optional(Type.String({ minLength: 8, description: 'Password of the ADMIN_EMAIL account when it is created. It must meet the password policy.' })),
   AUDIT_RETENTION_DAYS: Type.Integer({ minimum: 1, maximum: 3650, default: 90, description: 'Audit events older than this are pruned (hourly).' }),
+  RATE_LIMIT_ENABLED: Type.Boolean({ default: true, description: 'false turns every per-address rate limit off (benchmarks). The per-account login throttle stays.' }),
+  RATE_LIMIT_GLOBAL_PER_MINUTE: Type.Integer({ minimum: 1, maximum: 1_000_000, default: 300, description: 'Requests per minute per client address, all routes together.' }),
+  RATE_LIMIT_LOGIN_PER_MINUTE: Type.Integer({ minimum: 1, maximum: 100_000, default: 10, description: 'Sign-in attempts per minute per client address.' }),
+  RATE_LIMIT_SIGNUP_PER_MINUTE: Type.Integer({ minimum: 1, maximum: 100_000, default: 5, description: 'Signups per minute per client address.' }),
+  RATE_LIMIT_MAIL_PER_MINUTE: Type.Integer({ minimum: 1, maximum: 100_000, default: 5, description: 'password/forgot and email/resend requests per minute per client address (each).' }),
+  RATE_LIMIT_REFRESH_PER_MINUTE: Type.Integer({ minimum: 1, maximum: 100_000, default: 60, description: 'Refreshes per minute per client address.' }),
+  MAX_EVENT_LOOP_DELAY_MS: Type.Integer({ minimum: 0, maximum: 60_000, default: 1000, description: 'Above this event-loop delay new requests get 503 with Retry-After (0: off).' }),
+  MAX_HEAP_USED_BYTES: Type.Integer({ minimum: 0, default: 0, description: 'Above this heap use new requests get 503 (0: off).' }),
+  MAX_RSS_BYTES: Type.Integer({ minimum: 0, default: 0, description: 'Above this resident memory new requests get 503 (0: off).' }),
+  HASH_CONCURRENCY: Type.Integer({ minimum: 1, maximum: 64, default: 4, description: 'Password hashes computed at once (libuv\'s thread pool has 4 threads).' }),
+  HASH_QUEUE_LIMIT: Type.Integer({ minimum: 0, maximum: 100_000, default: 100, description: 'Password hashes allowed to wait; beyond, the request gets 503 at once instead of growing memory.' }),
   BODY_LIMIT_BYTES: Type.Integer({ minimum: 1024, maximum: 1_048_576, default: 16384, description: 'Largest accepted request body.' })
 }, { additionalProperties: true })
 

@@ -6,6 +6,7 @@ import { clientOf } from '../../../../plugins/sessions.js'
 
 const auth: FastifyPluginAsyncTypebox = async (fastify) => {
   fastify.post('/signup', {
+    config: { rateLimit: fastify.limits.signup },
     schema: {
       operationId: 'signup',
       tags: ['auth'],
@@ -21,6 +22,7 @@ const auth: FastifyPluginAsyncTypebox = async (fastify) => {
   })
 
   fastify.post('/login', {
+    config: { rateLimit: fastify.limits.login },
     schema: {
       operationId: 'login',
       tags: ['auth'],
@@ -32,6 +34,7 @@ const auth: FastifyPluginAsyncTypebox = async (fastify) => {
   }, async (request) => fastify.accounts.login(request.body, clientOf(request)))
 
   fastify.post('/refresh', {
+    config: { rateLimit: fastify.limits.refresh },
     schema: {
       operationId: 'refresh',
       tags: ['auth'],

@@ -17,6 +17,7 @@ const email: FastifyPluginAsyncTypebox = async (fastify) => {
   }, async (request) => fastify.emails.verify(request.body.token, clientOf(request)))
 
   fastify.post('/resend', {
+    config: { rateLimit: fastify.limits.mail },
     schema: {
       operationId: 'resendVerification',
       tags: ['auth'],

@@ -22,6 +22,7 @@ const password: FastifyPluginAsyncTypebox = async (fastify) => {
   })
 
   fastify.post('/forgot', {
+    config: { rateLimit: fastify.limits.mail },
     schema: {
       operationId: 'forgotPassword',
       tags: ['auth'],

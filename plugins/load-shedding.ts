@@ -1,0 +1,23 @@
+import underPressure from '@fastify/under-pressure'
+import fp from 'fastify-plugin'
+import { retryLater } from './errors.js'
+
+/**
+ * Sheds load before it topples the process: above the configured event-loop
+ * delay, heap or RSS, new requests get 503 OVERLOADED with Retry-After.
+ * Health routes are exempt, so the orchestrator still sees the truth.
+ */
+export default fp(async function loadShedding (fastify) {
+  const { config } = fastify
+  await fastify.register(underPressure, {
+    maxEventLoopDelay: config.MAX_EVENT_LOOP_DELAY_MS,
+    maxHeapUsedBytes: config.MAX_HEAP_USED_BYTES,
+    maxRssBytes: config.MAX_RSS_BYTES,
+    exposeStatusRoute: false,
+    // Resolving lets the request through; throwing answers it through the error handler.
+    pressureHandler: async (request) => {
+      if (request.url.startsWith('/api/health') || request.url.startsWith('/health')) return
+      throw retryLater('Overloaded', 5)
+    }
+  })
+}, { name: 'load-shedding', dependencies: ['config', 'errors'] })
