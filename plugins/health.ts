@@ -8,6 +8,8 @@ declare module 'fastify' {
       liveness: () => HealthReport
       /** Ready: the database answers within a short timeout. */
       readiness: () => Promise<HealthReport>
+      /** Answers a readiness request: 200 when ready, else 503, with the report. */
+      answerReadiness: (reply: FastifyReply) => Promise<FastifyReply>
     }
   }
 }
@@ -28,6 +30,10 @@ export default fp(async function health (fastify) {
     async readiness () {
       const database = await fastify.dbReady(READINESS_TIMEOUT_MS) ? 'ok' as const : 'unavailable' as const
       return { status: database, ...base, database }
+    },
+    async answerReadiness (reply) {
+      const report = await fastify.health.readiness()
+      return reply.code(report.status === 'ok' ? 200 : 503).send(report)
     }
   })
 }, { name: 'health', dependencies: ['db'] })

@@ -26,10 +26,7 @@ const root: FastifyPluginAsyncTypebox = async (fastify) => {
       summary: 'Readiness, at the original service\'s path',
       response: { 200: Type.Ref('Health'), 503: Type.Ref('Health') }
     }
-  }, async (_request, reply) => {
-    const report = await fastify.health.readiness()
-    return reply.code(report.status === 'ok' ? 200 : 503).send(report)
-  })
+  }, async (_request, reply) => fastify.health.answerReadiness(reply))
 }
 
 export default root

@@ -19,10 +19,7 @@ const health: FastifyPluginAsyncTypebox = async (fastify) => {
       summary: 'Readiness: 200 when the database answers, else 503',
       response: { 200: Type.Ref('Health'), 503: Type.Ref('Health') }
     }
-  }, async (_request, reply) => {
-    const report = await fastify.health.readiness()
-    return reply.code(report.status === 'ok' ? 200 : 503).send(report)
-  })
+  }, async (_request, reply) => fastify.health.answerReadiness(reply))
 }
 
 export default health
