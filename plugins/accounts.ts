@@ -80,9 +80,16 @@ function createAccounts (fastify: FastifyInstance) {
     }
     passwords.enforce(password, { email })
     const now = fastify.now().toISOString()
-    const user = await unique(passwords.hash(password).then((passwordHash) => insertUser(db, {
-      id: randomUUID(), email, username: null, password_hash: passwordHash, email_verified: 1, disabled: 0, created_at: now, updated_at: now
-    }, ['user', 'admin'])))
+    let user: UserRow
+    try {
+      user = await unique(passwords.hash(password).then((passwordHash) => insertUser(db, {
+        id: randomUUID(), email, username: null, password_hash: passwordHash, email_verified: 1, disabled: 0, created_at: now, updated_at: now
+      }, ['user', 'admin'])))
+    } catch (err) {
+      // Replicas starting together: another one created it first.
+      if (err instanceof Errors.EmailTaken) return ensureAdmin(email, password)
+      throw err
+    }
     await audit.record({ type: 'signup', userId: user.id, detail: { by: 'bootstrap', roles: ['user', 'admin'] } })
     return 'created'
   }

@@ -1,7 +1,7 @@
 import type { FastifyInstance, FastifyRequest } from 'fastify'
 import fp from 'fastify-plugin'
 import { listEvents, type EventFilters } from '../db/queries/events.js'
-import { rolesOfUser, rolesOfUsers, setUserRoles } from '../db/queries/roles.js'
+import { rolesOfUser, rolesOfUsers, setUserRoles, usersWithRole } from '../db/queries/roles.js'
 import { findUserById, listUsers, updateUser, type UserFilters } from '../db/queries/users.js'
 import type { AuthEventRow, UserRow } from '../db/types.js'
 import { Errors } from './errors.js'
@@ -112,6 +112,14 @@ function createAdmin (fastify: FastifyInstance) {
       await audit.record({ type: 'sessions_ended', userId: id, client: actor.client, detail: { by: actor.userId, reason: 'ended_by_admin', sessions: ended.length } })
     },
 
+    /** Deletes a role; its holders' sessions end at once, as their tokens carry the role. */
+    async deleteRole (actor: Actor, name: string) {
+      const holders = await usersWithRole(db, name)
+      await roles.remove(name)
+      for (const userId of holders) await sessions.endAll(userId, 'role_deleted')
+      await audit.record({ type: 'role_deleted', userId: actor.userId, client: actor.client, detail: { role: name, holders: holders.length } })
+    },
+
     async rotateKeys (actor: Actor) {
       const kid = await tokens.rotate()
       await audit.record({ type: 'key_rotated', userId: actor.userId, client: actor.client, detail: { kid } })
@@ -119,7 +127,9 @@ function createAdmin (fastify: FastifyInstance) {
     },
 
     async listEvents (filters: EventFilters, limit: number, before?: string) {
-      const rows = await listEvents(db, filters, cursor.decode(before), limit + 1)
+      // Stored times are one ISO spelling; a query's "+02:00" or missing milliseconds must mean the same instant.
+      const at = (time?: string) => time && iso(time)
+      const rows = await listEvents(db, { ...filters, from: at(filters.from), to: at(filters.to) }, cursor.decode(before), limit + 1)
       return paged(rows, limit, (items) => items.map(eventView))
     }
   }

@@ -1,5 +1,6 @@
-import { createCipheriv, createDecipheriv, createHash, createHmac, createPrivateKey, createPublicKey, generateKeyPairSync, hkdfSync, randomBytes, randomUUID, type JsonWebKey, type KeyObject } from 'node:crypto'
+import { createCipheriv, createDecipheriv, createHash, createHmac, createPrivateKey, createPublicKey, generateKeyPair, hkdfSync, randomBytes, randomUUID, type JsonWebKey, type KeyObject } from 'node:crypto'
 import { readFileSync } from 'node:fs'
+import { promisify } from 'node:util'
 import { createDecoder, createSigner, createVerifier } from 'fast-jwt'
 import type { FastifyBaseLogger } from 'fastify'
 import fp from 'fastify-plugin'
@@ -50,10 +51,13 @@ function thumbprint (jwk: JsonWebKey): string {
   return createHash('sha256').update(JSON.stringify(members)).digest('base64url')
 }
 
-function generatePrivateKey (algorithm: Exclude<Algorithm, 'HS256'>): KeyObject {
-  if (algorithm === 'RS256') return generateKeyPairSync('rsa', { modulusLength: 2048 }).privateKey
-  if (algorithm === 'ES256') return generateKeyPairSync('ec', { namedCurve: 'P-256' }).privateKey
-  return generateKeyPairSync('ed25519').privateKey
+const generateKeyPairAsync = promisify(generateKeyPair)
+
+/** Off the event loop: an RSA key takes long enough to stall requests in flight. */
+async function generatePrivateKey (algorithm: Exclude<Algorithm, 'HS256'>): Promise<KeyObject> {
+  if (algorithm === 'RS256') return (await generateKeyPairAsync('rsa', { modulusLength: 2048 })).privateKey
+  if (algorithm === 'ES256') return (await generateKeyPairAsync('ec', { namedCurve: 'P-256' })).privateKey
+  return (await generateKeyPairAsync('ed25519', undefined)).privateKey
 }
 
 /** The algorithm a private key can sign with, or null. */
@@ -130,7 +134,7 @@ async function storedKeys (config: Config, db: Kysely<Database>, now: Date): Pro
   const read = async () => (await listKeys(db, algorithm, new Date(now.getTime() - verifyAfterRetiredMs).toISOString()))
   let rows = await read()
   if (!rows.some((r) => r.retired_at === null)) {
-    await insertKey(db, sealedRow(generatePrivateKey(algorithm as Exclude<Algorithm, 'HS256'>), algorithm, cipher, now))
+    await insertKey(db, sealedRow(await generatePrivateKey(algorithm as Exclude<Algorithm, 'HS256'>), algorithm, cipher, now))
     // Read back: replicas that raced to create a first key all settle on the same rows.
     rows = await read()
   }
@@ -164,7 +168,7 @@ function sealedRow (privateKey: KeyObject, algorithm: Algorithm, cipher: ReturnT
  */
 export async function rotateKeys (config: Config, db: Kysely<Database>, now: Date): Promise<string> {
   if (configuredKey(config)) throw new Error('The signing key comes from JWT_SECRET or JWT_PRIVATE_KEY(_FILE): rotate it there.')
-  const row = sealedRow(generatePrivateKey(config.JWT_ALGORITHM as Exclude<Algorithm, 'HS256'>), config.JWT_ALGORITHM, keyCipher(config.KEY_ENCRYPTION_SECRET), now)
+  const row = sealedRow(await generatePrivateKey(config.JWT_ALGORITHM as Exclude<Algorithm, 'HS256'>), config.JWT_ALGORITHM, keyCipher(config.KEY_ENCRYPTION_SECRET), now)
   await insertKeyRetiringOthers(db, row, new Date(now.getTime() + keyTimes(config).publishMs).toISOString())
   return row.kid
 }

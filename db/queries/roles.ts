@@ -81,3 +81,8 @@ export async function rolesOfUsers (db: Db, userIds: string[]): Promise<Map<stri
   for (const row of rows) byUser.get(row.user_id)?.push(row.role)
   return byUser
 }
+
+export async function usersWithRole (db: Db, role: string): Promise<string[]> {
+  const rows = await db.selectFrom('user_roles').select('user_id').where('role', '=', role).execute()
+  return rows.map((r) => r.user_id)
+}

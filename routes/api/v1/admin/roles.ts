@@ -64,13 +64,12 @@ const roles: FastifyPluginAsyncTypebox = async (fastify) => {
     schema: {
       operationId: 'adminDeleteRole',
       tags: ['admin'],
-      summary: 'Delete a role (not `user` or `admin`); its holders lose it',
+      summary: 'Delete a role (not `user` or `admin`); its holders lose it and their sessions end',
       params: RoleParamsSchema,
       response: { 204: Type.Null({ description: 'Deleted' }), ...problems(400, 403, 404) }
     }
   }, async (request, reply) => {
-    await fastify.roles.remove(request.params.name)
-    await record(request, 'role_deleted', request.params.name)
+    await fastify.admin.deleteRole(actorOf(request), request.params.name)
     return reply.code(204).send(null)
   })
 }

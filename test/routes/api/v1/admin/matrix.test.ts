@@ -1,0 +1,208 @@
+import { randomUUID } from 'node:crypto'
+import type { FastifyInstance, LightMyRequestResponse } from 'fastify'
+import t, { type Test } from 'tap'
+import type { Permission } from '../../../../../plugins/roles.js'
+import { bearer, build, databases, GOOD_PASSWORD, json, signup, uniqueEmail } from '../../../../helper.js'
+
+const ADMIN = '/api/v1/admin'
+
+/**
+ * Many sign-ups from one address, under a test machine's load: the per-address
+ * rate limits and the event-loop load shedding are not what these tests are about.
+ */
+const QUIET = { RATE_LIMIT_ENABLED: 'false', MAX_EVENT_LOOP_DELAY_MS: '0' }
+type Method = 'GET' | 'POST' | 'PUT' | 'PATCH' | 'DELETE'
+
+/** What a route needs to succeed: fresh targets, so a destructive route can succeed once per caller. */
+interface Context {
+  adminId: string
+  /** A user made for this request. */
+  victim: () => Promise<string>
+  /** A role made for this request. */
+  role: () => Promise<string>
+  /** A role name nobody has used. */
+  roleName: () => string
+}
+
+interface Route {
+  method: Method
+  /** The path as the OpenAPI document names it, under /api/v1/admin. */
+  path: string
+  /** The permission the route asks for. */
+  permission: Permission
+  /** The status it answers someone allowed. */
+  ok: number
+  /** A request (URL under /api/v1/admin, body) that succeeds for someone allowed. */
+  request: (ctx: Context) => Promise<{ url: string, payload?: Record<string, unknown> }>
+}
+
+/** Every admin route: adding a route is one line here (the first test fails until it is). */
+const ROUTES: Route[] = [
+  { method: 'GET', path: '/users', permission: 'users:read', ok: 200, request: async () => ({ url: '/users?limit=1' }) },
+  { method: 'GET', path: '/users/{id}', permission: 'users:read', ok: 200, request: async (c) => ({ url: `/users/${c.adminId}` }) },
+  { method: 'PATCH', path: '/users/{id}', permission: 'users:write', ok: 200, request: async (c) => ({ url: `/users/${await c.victim()}`, payload: { email_verified: true } }) },
+  { method: 'DELETE', path: '/users/{id}', permission: 'users:write', ok: 204, request: async (c) => ({ url: `/users/${await c.victim()}` }) },
+  { method: 'DELETE', path: '/users/{id}/sessions', permission: 'sessions:revoke', ok: 204, request: async (c) => ({ url: `/users/${await c.victim()}/sessions` }) },
+  { method: 'GET', path: '/roles', permission: 'users:read', ok: 200, request: async () => ({ url: '/roles' }) },
+  { method: 'POST', path: '/roles', permission: 'roles:write', ok: 201, request: async (c) => ({ url: '/roles', payload: { name: c.roleName(), permissions: ['users:read'] } }) },
+  { method: 'PUT', path: '/roles/{name}', permission: 'roles:write', ok: 200, request: async (c) => ({ url: `/roles/${await c.role()}`, payload: { permissions: ['audit:read'] } }) },
+  { method: 'DELETE', path: '/roles/{name}', permission: 'roles:write', ok: 204, request: async (c) => ({ url: `/roles/${await c.role()}` }) },
+  { method: 'POST', path: '/keys/rotate', permission: 'keys:rotate', ok: 200, request: async () => ({ url: '/keys/rotate' }) },
+  { method: 'GET', path: '/audit-events', permission: 'audit:read', ok: 200, request: async () => ({ url: '/audit-events?limit=1' }) }
+]
+
+const label = (route: Route) => `${route.method} ${route.path}`
+
+let roles = 0
+const uniqueRoleName = () => `mx-${process.pid.toString(36)}-${Date.now().toString(36)}-${++roles}`
+
+function expectProblem (t: Test, res: LightMyRequestResponse, status: number, code: string) {
+  t.equal(res.statusCode, status, `status ${status}`)
+  t.match(res.headers['content-type'], /^application\/problem\+json/, 'problem+json')
+  t.equal(json(res).code, code, `code ${code}`)
+}
+
+for (const db of databases) {
+  t.test(db.name, async (t) => {
+    const adminEmail = uniqueEmail('matrix-admin')
+    const app = await build(t, { env: { DATABASE_URL: db.url, ...QUIET, ADMIN_EMAIL: adminEmail, ADMIN_PASSWORD: GOOD_PASSWORD } })
+
+    const made: string[] = []
+    // Runs before the app closes (teardowns run last-added first): PostgreSQL is shared, leave no roles behind.
+    t.teardown(async () => {
+      for (const name of made) await app.roles.remove(name).catch(() => {})
+    })
+
+    const login = async (email: string) => {
+      const res = await app.inject({ method: 'POST', url: '/api/v1/auth/login', payload: { email, password: GOOD_PASSWORD } })
+      if (res.statusCode !== 200) throw new Error(`login failed: ${res.statusCode} ${res.body}`)
+      return json(res)
+    }
+    const admin = await login(adminEmail)
+    const adminHeaders = bearer(admin.access_token)
+
+    const ctx: Context = {
+      adminId: admin.user.id,
+      victim: async () => (await signup(app, { email: uniqueEmail('matrix-victim') })).user.id,
+      role: async () => {
+        const name = uniqueRoleName()
+        await app.roles.create({ name, description: 'matrix target', permissions: ['users:read'] })
+        made.push(name)
+        return name
+      },
+      roleName: () => {
+        const name = uniqueRoleName()
+        made.push(name)
+        return name
+      }
+    }
+
+    async function call (app: FastifyInstance, route: Route, headers: Record<string, string>, method: Method | 'HEAD' = route.method) {
+      const { url, payload } = await route.request(ctx)
+      return app.inject({ method, url: ADMIN + url, headers, ...(payload && { payload }) })
+    }
+
+    const plain = await signup(app, { email: uniqueEmail('matrix-plain') })
+
+    // A custom role granting users:read only, held by a user who signed in after receiving it.
+    const readerRole = ctx.roleName()
+    const created = await app.inject({ method: 'POST', url: `${ADMIN}/roles`, headers: adminHeaders, payload: { name: readerRole, permissions: ['users:read'] } })
+    if (created.statusCode !== 201) throw new Error(`role not created: ${created.body}`)
+    const readerEmail = uniqueEmail('matrix-reader')
+    const reader = await signup(app, { email: readerEmail })
+    const given = await app.inject({ method: 'PATCH', url: `${ADMIN}/users/${reader.user.id}`, headers: adminHeaders, payload: { roles: [readerRole] } })
+    if (given.statusCode !== 200) throw new Error(`role not given: ${given.body}`)
+    const readerToken = (await login(readerEmail)).access_token
+
+    t.test('the table holds every admin route the service serves', async (t) => {
+      const doc = json(await app.inject({ url: '/openapi.json' }))
+      const served = Object.entries(doc.paths as Record<string, Record<string, unknown>>)
+        .filter(([path]) => path.startsWith(`${ADMIN}/`) || path === ADMIN)
+        .flatMap(([path, operations]) => Object.keys(operations).map((method) => `${method.toUpperCase()} ${path.slice(ADMIN.length)}`))
+        .sort()
+      t.same(ROUTES.map(label).sort(), served, 'one row per admin route')
+    })
+
+    t.test('no token: 401 on every admin route', async (t) => {
+      for (const route of ROUTES) {
+        t.test(label(route), async (t) => {
+          expectProblem(t, await call(app, route, {}), 401, 'AUTHENTICATION_REQUIRED')
+          expectProblem(t, await call(app, route, bearer('not.a.token')), 401, 'INVALID_ACCESS_TOKEN')
+        })
+      }
+    })
+
+    t.test('a plain user: 403 FORBIDDEN on every admin route', async (t) => {
+      t.same(plain.user.roles, ['user'], 'the caller has only the user role')
+      for (const route of ROUTES) {
+        t.test(label(route), async (t) => {
+          expectProblem(t, await call(app, route, bearer(plain.access_token)), 403, 'FORBIDDEN')
+          if (route.method === 'GET') {
+            const head = await call(app, route, bearer(plain.access_token), 'HEAD')
+            t.equal(head.statusCode, 403, 'HEAD is refused too')
+          }
+        })
+      }
+    })
+
+    t.test('a plain user changed nothing', async (t) => {
+      const victim = await ctx.victim()
+      const role = await ctx.role()
+      const user = bearer(plain.access_token)
+      t.equal((await app.inject({ method: 'DELETE', url: `${ADMIN}/users/${victim}`, headers: user })).statusCode, 403)
+      t.equal((await app.inject({ method: 'PATCH', url: `${ADMIN}/users/${victim}`, headers: user, payload: { roles: ['admin'] } })).statusCode, 403)
+      t.equal((await app.inject({ method: 'PATCH', url: `${ADMIN}/users/${plain.user.id}`, headers: user, payload: { roles: ['admin'] } })).statusCode, 403, 'not even on themselves')
+      t.equal((await app.inject({ method: 'DELETE', url: `${ADMIN}/roles/${role}`, headers: user })).statusCode, 403)
+      const after = json(await app.inject({ url: `${ADMIN}/users/${victim}`, headers: adminHeaders }))
+      t.same(after.roles, ['user'], 'the victim still exists with its roles')
+      t.same((await app.roles.of(plain.user.id)), ['user'], 'the caller did not make themselves admin')
+      t.ok((await app.roles.list()).some((r) => r.name === role), 'the role still exists')
+    })
+
+    t.test('an admin: 2xx on every admin route', async (t) => {
+      for (const route of ROUTES) {
+        t.test(label(route), async (t) => {
+          const res = await call(app, route, adminHeaders)
+          t.equal(res.statusCode, route.ok, `status ${route.ok}`, { body: res.body })
+          if (route.ok === 204) t.equal(res.body, '', 'no body')
+          else t.match(res.headers['content-type'], /^application\/json/, 'JSON')
+        })
+      }
+    })
+
+    t.test('a role with users:read only: 2xx on the read routes, 403 on the others', async (t) => {
+      for (const route of ROUTES) {
+        t.test(label(route), async (t) => {
+          const res = await call(app, route, bearer(readerToken))
+          if (route.permission === 'users:read') t.equal(res.statusCode, route.ok, `status ${route.ok}`, { body: res.body })
+          else expectProblem(t, res, 403, 'FORBIDDEN')
+        })
+      }
+    })
+
+    t.test('permissions are looked up, not stored in the token: a role change applies to the same token', async (t) => {
+      const patch = ROUTES.find((r) => r.method === 'PATCH' && r.path === '/users/{id}')!
+      const remove = ROUTES.find((r) => r.method === 'DELETE' && r.path === '/users/{id}')!
+      expectProblem(t, await call(app, patch, bearer(readerToken)), 403, 'FORBIDDEN')
+
+      const widened = await app.inject({ method: 'PUT', url: `${ADMIN}/roles/${readerRole}`, headers: adminHeaders, payload: { permissions: ['users:read', 'users:write'] } })
+      t.equal(widened.statusCode, 200, 'the role now grants users:write')
+      const res = await call(app, patch, bearer(readerToken))
+      t.equal(res.statusCode, 200, 'the same token may PATCH', { body: res.body })
+      t.equal((await call(app, remove, bearer(readerToken))).statusCode, 204, 'and DELETE users')
+      expectProblem(t, await call(app, ROUTES.find((r) => r.path === '/audit-events')!, bearer(readerToken)), 403, 'FORBIDDEN')
+
+      const narrowed = await app.inject({ method: 'PUT', url: `${ADMIN}/roles/${readerRole}`, headers: adminHeaders, payload: { permissions: ['users:read'] } })
+      t.equal(narrowed.statusCode, 200, 'users:write taken back')
+      expectProblem(t, await call(app, patch, bearer(readerToken)), 403, 'FORBIDDEN')
+      t.equal((await call(app, ROUTES[0], bearer(readerToken))).statusCode, 200, 'users:read still works')
+    })
+
+    t.test('an unknown user id with an admin token is a 404, not a 2xx', async (t) => {
+      for (const route of ROUTES.filter((r) => r.path.includes('{id}'))) {
+        const res = await app.inject({ method: route.method, url: ADMIN + route.path.replace('{id}', randomUUID()), headers: adminHeaders, ...(route.method === 'PATCH' && { payload: { email_verified: true } }) })
+        expectProblem(t, res, 404, 'USER_NOT_FOUND')
+      }
+    })
+  })
+}
