@@ -1,7 +1,7 @@
 import { createHash, randomBytes } from 'node:crypto'
 import type { FastifyInstance } from 'fastify'
 import fp from 'fastify-plugin'
-import { consumeOneTimeToken, lastTokenSentAt, replaceOneTimeToken } from '../db/queries/one-time-tokens.js'
+import { consumeOneTimeToken, findLiveOneTimeToken, replaceOneTimeToken, voidOneTimeTokens } from '../db/queries/one-time-tokens.js'
 import { findUserByEmail, findUserById, uniqueViolation, updateUser } from '../db/queries/users.js'
 import type { TokenPurpose, UserRow } from '../db/types.js'
 import { normalizeEmail, toPublicUser } from './accounts.js'
@@ -32,13 +32,10 @@ function createEmails (fastify: FastifyInstance) {
   /** Makes a token for the user (voiding older ones of its purpose) and returns it, or null when one went out too recently. */
   async function issue (user: UserRow, purpose: TokenPurpose, email: string, ttl: number, throttle: boolean): Promise<string | null> {
     const now = fastify.now()
-    if (throttle) {
-      const last = await lastTokenSentAt(db, user.id, purpose)
-      if (last && now.getTime() - last.getTime() < config.EMAIL_RESEND_INTERVAL_SECONDS * 1000) return null
-    }
     const token = randomBytes(32).toString('base64url')
-    await replaceOneTimeToken(db, { hash: hashToken(token), userId: user.id, purpose, email, now: now.toISOString(), expiresAt: new Date(now.getTime() + ttl * 1000).toISOString() })
-    return token
+    const notSince = throttle ? new Date(now.getTime() - config.EMAIL_RESEND_INTERVAL_SECONDS * 1000).toISOString() : undefined
+    const made = await replaceOneTimeToken(db, { hash: hashToken(token), userId: user.id, purpose, email, now: now.toISOString(), expiresAt: new Date(now.getTime() + ttl * 1000).toISOString() }, notSince)
+    return made ? token : null
   }
 
   async function sendVerification (user: UserRow, throttle: boolean) {
@@ -73,7 +70,7 @@ function createEmails (fastify: FastifyInstance) {
       const now = fastify.now().toISOString()
       const row = await consumeOneTimeToken(db, hashToken(token), ['verify_email', 'change_email'], now)
       const user = row && await findUserById(db, row.user_id)
-      if (!row || !user) throw new Errors.InvalidToken()
+      if (!row || !user || user.disabled) throw new Errors.InvalidToken()
       if (row.purpose === 'verify_email') {
         // The token verifies the address it was sent to, and only while the account still has it.
         if (row.email !== user.email) throw new Errors.InvalidToken()
@@ -88,6 +85,8 @@ function createEmails (fastify: FastifyInstance) {
         if (uniqueViolation(err) === 'email') throw new Errors.EmailTaken()
         throw err
       }
+      // A reset link mailed to the old address must not outlive the change.
+      await voidOneTimeTokens(db, user.id, 'reset_password', now)
       mailer.send(user.email, templates.emailChanged(row.email))
       await audit.record({ type: 'email_changed', userId: user.id, client })
       return toPublicUser(updated!, await roles.of(user.id))
@@ -106,14 +105,15 @@ function createEmails (fastify: FastifyInstance) {
     /** Sets a new password with a reset token; every session of the user ends. */
     async reset (token: string, newPassword: string, client: ClientInfo): Promise<void> {
       const hash = hashToken(token)
-      const pending = await db.selectFrom('one_time_tokens').select('user_id').where('token_hash', '=', hash).executeTakeFirst()
+      const pending = await findLiveOneTimeToken(db, hash, 'reset_password', fastify.now().toISOString())
       const owner = pending && await findUserById(db, pending.user_id)
+      if (!owner || owner.disabled) throw new Errors.InvalidToken()
       // The policy is checked before the token is spent, so a weak choice can be corrected with the same link.
-      if (owner) passwords.enforce(newPassword, owner)
+      passwords.enforce(newPassword, owner)
       const passwordHash = await passwords.hash(newPassword)
       const now = fastify.now().toISOString()
       const row = await consumeOneTimeToken(db, hash, ['reset_password'], now)
-      if (!row || !owner || owner.disabled) throw new Errors.InvalidToken()
+      if (!row) throw new Errors.InvalidToken()
       // Following the link proved the mailbox is theirs: the address is verified too.
       await updateUser(db, owner.id, { password_hash: passwordHash, email_verified: row.email === owner.email ? 1 : Number(owner.email_verified), updated_at: now })
       await sessions.endAll(owner.id, 'password_reset')

@@ -12,16 +12,42 @@ export interface NewOneTimeToken {
   expiresAt: string
 }
 
-/** Stores a token and voids every earlier unused one of the same user and purpose: the newest request wins. */
-export function replaceOneTimeToken (db: Db, t: NewOneTimeToken): Promise<void> {
+/**
+ * Stores a token and voids every earlier unused one of the same user and
+ * purpose: the newest request wins. With `notSince`, does nothing (false) when
+ * one was made after that time. The user's row is locked first (a no-op
+ * update), so concurrent requests for one user run one after the other on
+ * PostgreSQL too, and the check sees what the others wrote.
+ */
+export function replaceOneTimeToken (db: Db, t: NewOneTimeToken, notSince?: string): Promise<boolean> {
   return db.transaction().execute(async (trx) => {
-    await trx.updateTable('one_time_tokens').set({ used_at: t.now })
-      .where('user_id', '=', t.userId).where('purpose', '=', t.purpose).where('used_at', 'is', null)
-      .execute()
+    await trx.updateTable('users').set((eb) => ({ id: eb.ref('id') })).where('id', '=', t.userId).execute()
+    if (notSince !== undefined) {
+      const recent = await trx.selectFrom('one_time_tokens').select('token_hash')
+        .where('user_id', '=', t.userId).where('purpose', '=', t.purpose).where('created_at', '>', notSince)
+        .limit(1).executeTakeFirst()
+      if (recent) return false
+    }
+    await voidOneTimeTokens(trx, t.userId, t.purpose, t.now)
     await trx.insertInto('one_time_tokens').values({
       token_hash: t.hash, user_id: t.userId, purpose: t.purpose, email: t.email, created_at: t.now, expires_at: t.expiresAt
     }).execute()
+    return true
   })
+}
+
+/** Voids the user's unused tokens of a purpose. */
+export async function voidOneTimeTokens (db: Db, userId: string, purpose: TokenPurpose, now: string): Promise<void> {
+  await db.updateTable('one_time_tokens').set({ used_at: now })
+    .where('user_id', '=', userId).where('purpose', '=', purpose).where('used_at', 'is', null)
+    .execute()
+}
+
+/** The unused, unexpired token with this hash and purpose, if any (without spending it). */
+export function findLiveOneTimeToken (db: Db, hash: string, purpose: TokenPurpose, now: string): Promise<OneTimeTokenRow | undefined> {
+  return db.selectFrom('one_time_tokens').selectAll()
+    .where('token_hash', '=', hash).where('purpose', '=', purpose).where('used_at', 'is', null).where('expires_at', '>', now)
+    .executeTakeFirst()
 }
 
 /**
@@ -37,12 +63,4 @@ export async function consumeOneTimeToken (db: Db, hash: string, purposes: Token
     .executeTakeFirst()
   if (result.numUpdatedRows !== 1n) return undefined
   return db.selectFrom('one_time_tokens').selectAll().where('token_hash', '=', hash).executeTakeFirst()
-}
-
-/** When the user was last sent a token of this purpose, if ever. */
-export async function lastTokenSentAt (db: Db, userId: string, purpose: TokenPurpose): Promise<Date | undefined> {
-  const row = await db.selectFrom('one_time_tokens').select('created_at')
-    .where('user_id', '=', userId).where('purpose', '=', purpose)
-    .orderBy('created_at', 'desc').limit(1).executeTakeFirst()
-  return row ? new Date(row.created_at) : undefined
 }
