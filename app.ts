@@ -57,7 +57,34 @@ function buildValidator (externalSchemas: Parameters<ReturnType<typeof AjvCompil
   const base = { removeAdditional: false as const, useDefaults: true, allErrors: false }
   const body = AjvCompiler()(externalSchemas, { customOptions: { ...base, coerceTypes: false } })
   const text = AjvCompiler()(externalSchemas, { customOptions: { ...base, coerceTypes: 'array' } })
-  return (route: Parameters<typeof body>[0]) => (route.httpPart === 'body' ? body(route) : text(route))
+  return (route: Parameters<typeof body>[0]) => refuseUnstorable(route.httpPart === 'body' ? body(route) : text(route))
+}
+
+/** The path of the first value no database column can hold: a NUL character, or a number coerced to Infinity. */
+function unstorable (value: unknown, path = ''): string | null {
+  if (typeof value === 'string') return value.includes('\u0000') ? path : null
+  if (typeof value === 'number') return Number.isFinite(value) ? null : path
+  if (value && typeof value === 'object') {
+    for (const [key, inner] of Object.entries(value)) {
+      const found = unstorable(inner, `${path}/${key}`)
+      if (found !== null) return found
+    }
+  }
+  return null
+}
+
+/** Wraps a validator so that what passed the schema but cannot be stored is a validation error too. */
+function refuseUnstorable (validate: ReturnType<ReturnType<ReturnType<typeof AjvCompiler>>>) {
+  const checked = (data: unknown) => {
+    const valid = validate(data)
+    checked.errors = validate.errors
+    const path = valid ? unstorable(data) : null
+    if (path === null) return valid
+    checked.errors = [{ keyword: 'format', instancePath: path, schemaPath: '#', params: {}, message: 'must not contain a NUL character or a non-finite number' }]
+    return false
+  }
+  checked.errors = validate.errors
+  return checked as unknown as typeof validate
 }
 
 /** The server options, shared by server.ts and the tests so both run the same service. */
@@ -96,11 +123,11 @@ async function app (fastify: FastifyInstance, opts: AppOptions) {
   await fastify.register(errors)
   await fastify.register(loadShedding)
   await fastify.register(security)
+  await fastify.register(redis)
+  await fastify.register(rateLimit) // before any route, the docs' included
   await fastify.register(docs)
   await fastify.register(db)
   await fastify.register(health)
-  await fastify.register(redis)
-  await fastify.register(rateLimit)
   await fastify.register(loginThrottle)
   await fastify.register(background)
   await fastify.register(mailer)

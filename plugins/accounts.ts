@@ -133,13 +133,12 @@ function createAccounts (fastify: FastifyInstance) {
      */
     async login (input: { email?: string, username?: string, password: string }, client: ClientInfo): Promise<TokenResponse> {
       const identifier = (input.email ?? input.username ?? '').trim()
-      // Throttled accounts wait, right password or not: checked before any password work.
-      await loginThrottle.check(identifier)
+      // Throttled accounts wait, right password or not: counted before any password work.
+      await loginThrottle.attempt(identifier)
       const user = identifier.includes('@') ? await findUserByEmail(db, normalizeEmail(identifier)) : await findUserByUsername(db, normalizeUsername(identifier))
       const ok = await passwords.verify(user?.password_hash, input.password)
       const refusal = !user ? 'unknown_account' : !ok ? 'wrong_password' : user.disabled ? 'disabled' : null
       if (refusal) {
-        await loginThrottle.failed(identifier)
         // The reason is for the trail only; the caller gets the same answer for all three.
         await audit.record({ type: 'login_failed', userId: user?.id ?? null, client, detail: { reason: refusal } })
         throw new Errors.InvalidCredentials()

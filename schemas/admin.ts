@@ -1,7 +1,7 @@
 import { Type } from 'typebox'
 import { PERMISSIONS } from '../plugins/roles.js'
 
-const RoleName = Type.String({ pattern: '^[a-z][a-z0-9_:-]{1,41}$', description: '2–42 of a-z, 0-9, _, :, - starting with a letter.' })
+const RoleName = Type.String({ maxLength: 42, pattern: '^[a-z][a-z0-9_:-]{1,41}$', description: '2–42 of a-z, 0-9, _, :, - starting with a letter.' })
 const Permission = Type.Union(PERMISSIONS.map((p) => Type.Literal(p)))
 const Cursor = Type.String({ maxLength: 256, pattern: '^[A-Za-z0-9_-]+$', description: 'The `next_cursor` of the previous page.' })
 const Limit = Type.Integer({ minimum: 1, maximum: 100, default: 20 })
@@ -67,7 +67,7 @@ export const AuditQuerySchema = Type.Object({
   limit: Limit,
   cursor: Type.Optional(Cursor),
   user_id: Type.Optional(Type.String({ format: 'uuid' })),
-  type: Type.Optional(Type.String({ pattern: '^[a-z_]{1,64}$' })),
+  type: Type.Optional(Type.String({ maxLength: 64, pattern: '^[a-z_]{1,64}$' })),
   from: Type.Optional(Type.String({ format: 'date-time', description: 'Events at or after this time.' })),
   to: Type.Optional(Type.String({ format: 'date-time', description: 'Events before this time.' }))
 }, { additionalProperties: false })
