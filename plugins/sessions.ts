@@ -72,8 +72,9 @@ function createSessions (fastify: FastifyInstance) {
    */
   async function replay (row: RefreshTokenWithSession, presented: string, user: UserRow, client: ClientInfo, now: Date): Promise<IssuedTokens> {
     const rotatedAt = new Date(row.rotated_at!)
-    // The window is [rotation, rotation + grace): with a grace of 0 every replay is theft.
-    if (now.getTime() - rotatedAt.getTime() >= config.REFRESH_REUSE_GRACE_SECONDS * 1000) {
+    // Theft when rotated more than the grace ago; with a grace of 0, any replay at all.
+    const grace = config.REFRESH_REUSE_GRACE_SECONDS * 1000
+    if (grace === 0 || now.getTime() - rotatedAt.getTime() > grace) {
       const ended = await revoke(row.user_id, 'refresh_token_reused', { only: row.session_id })
       await audit.record({ type: 'refresh_token_reused', userId: row.user_id, sessionId: row.session_id, client, detail: { rotated_at: rotatedAt.toISOString(), session_ended: ended.length > 0 } })
       throw new Errors.RefreshTokenReused()

@@ -4,7 +4,7 @@ import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import type { FastifyInstance } from 'fastify'
 import t, { type Test } from 'tap'
-import { build, databases, GOOD_PASSWORD, json, uniqueEmail } from './helper.js'
+import { build, childEnv, databases, GOOD_PASSWORD, json, uniqueEmail } from './helper.js'
 
 const ROOT = join(import.meta.dirname, '..')
 const LOGIN = '/api/v1/auth/login'
@@ -22,7 +22,7 @@ function sqliteFile (t: Test) {
 
 /** `npx tsx cli.ts admin:create …` with `input` piped on standard input. */
 function adminCreate (url: string, args: string[], input = '') {
-  const env: NodeJS.ProcessEnv = { ...process.env, DATABASE_URL: url, NODE_ENV: 'test', LOG_LEVEL: 'warn' }
+  const env: NodeJS.ProcessEnv = { ...childEnv(), DATABASE_URL: url, NODE_ENV: 'test', LOG_LEVEL: 'warn' }
   delete env.ADMIN_EMAIL
   delete env.ADMIN_PASSWORD
   const run = spawnSync('npx', ['tsx', 'cli.ts', 'admin:create', ...args], { cwd: ROOT, env, input, encoding: 'utf8', timeout: 60_000 })

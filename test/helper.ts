@@ -1,3 +1,7 @@
+import { mkdtempSync, rmSync } from 'node:fs'
+import type { AddressInfo } from 'node:net'
+import { tmpdir } from 'node:os'
+import { join } from 'node:path'
 import Fastify, { type FastifyInstance, type LightMyRequestResponse } from 'fastify'
 import type { Test } from 'tap'
 import app, { serverOptions } from '../app.js'
@@ -16,13 +20,45 @@ export const databases: Array<{ name: string, url: string }> = [
 
 /** Builds the service with the very options server.ts uses, and closes it when the test ends. */
 export async function build (t: Test, opts: BuildOptions = {}): Promise<FastifyInstance> {
-  const config = loadConfig({ DATABASE_URL: 'sqlite::memory:', LOG_LEVEL: 'silent', NODE_ENV: 'test', ...opts.env })
+  // Per-address rate limits and load shedding off: the suite signs many users up from 127.0.0.1 on a
+  // busy machine. Their own tests turn them on.
+  const config = loadConfig({ DATABASE_URL: 'sqlite::memory:', LOG_LEVEL: 'silent', NODE_ENV: 'test', RATE_LIMIT_ENABLED: 'false', MAX_EVENT_LOOP_DELAY_MS: '0', ...opts.env })
   const fastify = Fastify(serverOptions(config))
   await fastify.register(app, { config, now: opts.now })
   t.teardown(() => fastify.close())
   await fastify.ready()
   return fastify
 }
+
+/** Starts a built app listening on a free loopback port (build closes it) and returns its base URL. */
+export async function listen (fastify: FastifyInstance): Promise<string> {
+  await fastify.listen({ port: 0, host: '127.0.0.1' })
+  const { port } = fastify.server.address() as AddressInfo
+  return `http://127.0.0.1:${port}`
+}
+
+/**
+ * A clock the test moves: `build(t, { now: clock.now })`, then `clock.advance(seconds)`,
+ * or `clock.goTo(seconds)` to stand that many seconds after the clock's start.
+ */
+export function movableClock (start = new Date()) {
+  let current = start
+  return {
+    now: () => current,
+    advance (seconds: number) { current = new Date(current.getTime() + seconds * 1000) },
+    goTo (seconds: number) { current = new Date(start.getTime() + seconds * 1000) }
+  }
+}
+
+/** A fresh directory, removed when the test ends. */
+export function tempDir (t: Test): string {
+  const dir = mkdtempSync(join(tmpdir(), 'auth-test-'))
+  t.teardown(() => rmSync(dir, { recursive: true, force: true }))
+  return dir
+}
+
+/** The DATABASE_URL of a fresh SQLite file, removed when the test ends: a database that outlives one app. */
+export const tempSqliteUrl = (t: Test) => `sqlite:${join(tempDir(t), 'auth.db')}`
 
 let counter = 0
 /** An email address no other test uses, so tests can share a PostgreSQL database. */
@@ -31,7 +67,17 @@ export function uniqueEmail (prefix = 'user'): string {
   return `${prefix}-${process.pid}-${Date.now().toString(36)}-${counter}@example.com`
 }
 
+let usernames = 0
+/** A username no other test uses (3–42 of [a-z0-9_] once lower-cased, for a short prefix). */
+export function uniqueUsername (prefix = 'u'): string {
+  usernames += 1
+  return `${prefix}_${process.pid.toString(36)}_${Date.now().toString(36)}_${usernames}`
+}
+
 export const json = (res: LightMyRequestResponse) => res.json() as Record<string, any>
+
+/** The claims of a JWT, read without verifying it. */
+export const claimsOf = (token: string) => JSON.parse(Buffer.from(token.split('.')[1], 'base64url').toString('utf8')) as Record<string, any>
 
 export const GOOD_PASSWORD = 'correct horse battery staple'
 
@@ -42,4 +88,64 @@ export async function signup (fastify: FastifyInstance, body: Record<string, unk
   return json(res)
 }
 
+/** Logs in (a new session of the user) and returns the token response. */
+export async function login (fastify: FastifyInstance, email: string, password = GOOD_PASSWORD) {
+  const res = await fastify.inject({ method: 'POST', url: '/api/v1/auth/login', payload: { email, password } })
+  if (res.statusCode !== 200) throw new Error(`login failed: ${res.statusCode} ${res.body}`)
+  return json(res)
+}
+
 export const bearer = (token: string) => ({ authorization: `Bearer ${token}` })
+
+/** POST /api/v1/auth/refresh with this refresh token. */
+export const refresh = (fastify: FastifyInstance, refreshToken: string, headers: Record<string, string> = {}) =>
+  fastify.inject({ method: 'POST', url: '/api/v1/auth/refresh', headers, payload: { refresh_token: refreshToken } })
+
+/** GET /api/v1/auth/verify (forward auth) with this access token. */
+export const forwardAuth = (fastify: FastifyInstance, accessToken: string) =>
+  fastify.inject({ method: 'GET', url: '/api/v1/auth/verify', headers: bearer(accessToken) })
+
+/**
+ * Asserts a problem+json answer with this status and code (or one of these codes),
+ * its body's status, a detail, and the X-Request-Id header as its request_id; returns the body.
+ */
+export function expectProblem (t: Test, res: LightMyRequestResponse, status: number, code: string | readonly string[]) {
+  t.equal(res.statusCode, status, `status ${status}`)
+  t.match(res.headers['content-type'], /^application\/problem\+json/, 'content-type is problem+json')
+  const body = json(res)
+  if (typeof code === 'string') t.equal(body.code, code, `code ${code}`)
+  else t.ok(code.includes(body.code), `code one of ${code.join(', ')} (got ${body.code})`)
+  t.equal(body.status, status, 'status in the body')
+  t.type(body.detail, 'string', 'has a detail')
+  t.equal(body.request_id, res.headers['x-request-id'], 'request_id is the X-Request-Id header')
+  return body
+}
+
+/** Asserts a 401 problem with this code (or one of these) and WWW-Authenticate: Bearer; returns the body. */
+export function expectUnauthorized (t: Test, res: LightMyRequestResponse, code: string | readonly string[]) {
+  const body = expectProblem(t, res, 401, code)
+  t.equal(res.headers['www-authenticate'], 'Bearer', 'WWW-Authenticate: Bearer')
+  return body
+}
+
+/** Asserts a 401 problem with this code (or one of these) that hands out no token; returns the body. */
+export function expectRefusal (t: Test, res: LightMyRequestResponse, code: string | readonly string[]) {
+  const body = expectProblem(t, res, 401, code)
+  t.notOk(body.access_token ?? body.refresh_token, 'no tokens in a refusal')
+  return body
+}
+
+/** Asserts a 204 with an empty body. */
+export function expectNoContent (t: Test, res: LightMyRequestResponse) {
+  t.equal(res.statusCode, 204, 'status 204')
+  t.equal(res.body, '', 'no body')
+}
+
+/**
+ * The environment for a child process of a test, with its coverage turned off
+ * (tap records children too): a child compiled by tsx reports coverage
+ * through other source maps and would garble the suite's figures.
+ */
+export function childEnv (): NodeJS.ProcessEnv {
+  return { ...process.env, _TAPJS_PROCESSINFO_COV_EXCLUDE_: '/./' }
+}

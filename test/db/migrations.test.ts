@@ -1,6 +1,4 @@
 import { randomUUID } from 'node:crypto'
-import { mkdtempSync, rmSync } from 'node:fs'
-import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { Migrator, NO_MIGRATIONS, sql, type Kysely } from 'kysely'
 import pg from 'pg'
@@ -9,6 +7,7 @@ import { migrateToLatest, openDatabase } from '../../db/connect.js'
 import { migrations } from '../../db/migrations/index.js'
 import { uniqueViolation } from '../../db/queries/users.js'
 import type { Database } from '../../db/types.js'
+import { tempDir } from '../helper.js'
 
 const TABLES = ['users', 'sessions', 'refresh_tokens', 'signing_keys']
 
@@ -42,12 +41,8 @@ const targets: Target[] = [
   {
     name: 'sqlite file',
     async open (t) {
-      const dir = mkdtempSync(join(tmpdir(), 'auth-migrations-'))
-      const { db, kind } = openDatabase(`sqlite:${join(dir, 'nested', 'auth.db')}`)
-      t.teardown(async () => {
-        await db.destroy()
-        rmSync(dir, { recursive: true, force: true })
-      })
+      const { db, kind } = openDatabase(`sqlite:${join(tempDir(t), 'nested', 'auth.db')}`)
+      t.teardown(() => db.destroy())
       return { db, kind, tables: sqliteTables(db) }
     }
   }
@@ -104,18 +99,18 @@ async function rejection (t: Test, promise: Promise<unknown>, message: string): 
 for (const target of targets) {
   t.test(target.name, async (t) => {
     t.test('migrateToLatest runs every migration once; running it again does nothing', async (t) => {
-      const { db, tables } = await target.open(t)
+      const { db, kind, tables } = await target.open(t)
       t.same(await tables(), [], 'an empty database to start with')
       let applied: string[]
       try {
-        applied = await migrateToLatest(db)
+        applied = await migrateToLatest(db, kind)
       } catch (err) {
         // On PostgreSQL this fails when another schema of the database already has Kysely's tables.
         t.fail(`migrateToLatest failed: ${(err as Error).message}`)
         return
       }
       t.same(applied, Object.keys(migrations), 'every migration, in order')
-      t.same(await migrateToLatest(db).catch((err: Error) => err.message), [], 'the second run applies nothing')
+      t.same(await migrateToLatest(db, kind).catch((err: Error) => err.message), [], 'the second run applies nothing')
       const names = await tables()
       for (const table of TABLES) t.ok(names.includes(table), `table ${table} exists`)
     })

@@ -2,6 +2,7 @@ import { spawnSync } from 'node:child_process'
 import { join } from 'node:path'
 import t, { type Test } from 'tap'
 import { ConfigError, loadConfig } from '../../plugins/config.js'
+import { childEnv } from '../helper.js'
 
 const ROOT = join(import.meta.dirname, '..', '..')
 const REAL_SECRET = 'a-production-key-encryption-secret-0123456789'
@@ -123,7 +124,7 @@ t.test('HS256 without JWT_SECRET throws', async (t) => {
 t.test('server.ts with PORT=abc exits 1 with one stderr line naming PORT', async (t) => {
   const result = spawnSync('npx', ['tsx', 'server.ts'], {
     cwd: ROOT,
-    env: { ...process.env, PORT: 'abc', DATABASE_URL: 'sqlite::memory:', NODE_ENV: 'test' },
+    env: { ...childEnv(), PORT: 'abc', DATABASE_URL: 'sqlite::memory:', NODE_ENV: 'test' },
     encoding: 'utf8',
     timeout: 60_000
   })

@@ -1,6 +1,5 @@
 import type { LightMyRequestResponse } from 'fastify'
 import t, { type Test } from 'tap'
-import { buildInner } from '../fixtures/build-inner.js'
 import { bearer, build, databases, json, signup } from '../helper.js'
 
 const PROBLEM_FIELDS = ['code', 'detail', 'request_id', 'status', 'title', 'type']
@@ -117,9 +116,9 @@ t.test('bad URLs are 4xx problems, never 500', async (t) => {
 
 for (const db of databases) {
   t.test(`${db.name}: a 5xx says nothing of internals`, async (t) => {
-    const { app, inner } = await buildInner(t, { env: { DATABASE_URL: db.url } })
+    const app = await build(t, { env: { DATABASE_URL: db.url } })
     const signed = await signup(app)
-    await inner.db.destroy()
+    await app.db.destroy()
     const res = await app.inject({ method: 'GET', url: '/api/v1/users/me', headers: bearer(signed.access_token) })
     t.ok(res.statusCode >= 500, `a 5xx (got ${res.statusCode})`)
     t.match(res.headers['content-type'], /^application\/problem\+json/)

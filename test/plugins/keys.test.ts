@@ -1,24 +1,15 @@
 import { spawnSync } from 'node:child_process'
-import { mkdtempSync, rmSync } from 'node:fs'
-import { tmpdir } from 'node:os'
-import { join, resolve } from 'node:path'
-import type { FastifyInstance, LightMyRequestResponse } from 'fastify'
-import t, { type Test } from 'tap'
-import { bearer, build, json, signup } from '../helper.js'
+import { resolve } from 'node:path'
+import type { FastifyInstance } from 'fastify'
+import t from 'tap'
+import { build, childEnv, expectProblem, forwardAuth, movableClock, signup, tempSqliteUrl } from '../helper.js'
 
 const ROOT = resolve(import.meta.dirname, '..', '..')
 const JWKS = '/.well-known/jwks.json'
-const VERIFY = '/api/v1/auth/verify'
-const SECOND = 1000
+/** An hour, in seconds. */
+const HOUR = 3600
 
 const headerOf = (token: string) => JSON.parse(Buffer.from(token.split('.')[0], 'base64url').toString('utf8')) as Record<string, any>
-
-/** A fresh SQLite file database, removed when the test ends. */
-function sqliteFile (t: Test): string {
-  const dir = mkdtempSync(join(tmpdir(), 'auth-keys-'))
-  t.teardown(() => rmSync(dir, { recursive: true, force: true }))
-  return join(dir, 'auth.db')
-}
 
 async function jwks (app: FastifyInstance, etag?: string) {
   const res = await app.inject({ url: JWKS, headers: etag ? { 'if-none-match': etag } : {} })
@@ -29,26 +20,17 @@ async function accessToken (app: FastifyInstance) {
   return (await signup(app)).access_token as string
 }
 
-const verify = (app: FastifyInstance, token: string) => app.inject({ url: VERIFY, headers: bearer(token) })
-
-function expect401 (t: Test, res: LightMyRequestResponse, codes: string[]) {
-  t.equal(res.statusCode, 401, 'status 401')
-  t.ok(codes.includes(json(res).code), `code ${json(res).code} is one of ${codes.join(', ')}`)
-}
-
 /** Runs the CLI as an operator would: `npx tsx cli.ts …` from the checkout. */
 function cli (args: string[], env: Record<string, string> = {}) {
-  return spawnSync('npx', ['tsx', 'cli.ts', ...args], { cwd: ROOT, encoding: 'utf8', env: { ...process.env, LOG_LEVEL: 'silent', ...env } })
+  return spawnSync('npx', ['tsx', 'cli.ts', ...args], { cwd: ROOT, encoding: 'utf8', env: { ...childEnv(), LOG_LEVEL: 'silent', ...env } })
 }
-
-const HOUR = 3600 * SECOND
 
 t.test('tokens.rotate(): published at once, signing after KEY_RELOAD_SECONDS, the old key verifying until its tokens expire', async (t) => {
   // The first key is made at the first start, an hour before the rotation.
-  let clock = new Date(Date.now() - HOUR)
-  const app = await build(t, { env: { DATABASE_URL: `sqlite:${sqliteFile(t)}` }, now: () => clock })
-  const start = Date.now()
-  clock = new Date(start)
+  const clock = movableClock()
+  clock.goTo(-HOUR)
+  const app = await build(t, { env: { DATABASE_URL: tempSqliteUrl(t) }, now: clock.now })
+  clock.goTo(0)
   await app.tokens.reload()
 
   const before = await jwks(app)
@@ -74,74 +56,73 @@ t.test('tokens.rotate(): published at once, signing after KEY_RELOAD_SECONDS, th
   t.same(new Set(stale.kids), new Set([oldKid, newKid]), 'and the new key set')
 
   t.equal(headerOf(await accessToken(app)).kid, oldKid, 'right after the rotation, the old key still signs')
-  clock = new Date(start + 59 * SECOND)
+  clock.goTo(59)
   await app.tokens.reload()
   t.equal(headerOf(await accessToken(app)).kid, oldKid, 'one second before KEY_RELOAD_SECONDS, the old key still signs')
 
-  clock = new Date(start + 60 * SECOND)
+  clock.goTo(60)
   await app.tokens.reload()
   const newToken = await accessToken(app)
   t.equal(headerOf(newToken).kid, newKid, 'after KEY_RELOAD_SECONDS the new key signs')
   t.equal(app.tokens.activeKid(), newKid)
-  t.equal((await verify(app, newToken)).statusCode, 200, 'a token of the new key verifies')
-  t.equal((await verify(app, oldToken)).statusCode, 200, 'a token of the old key still verifies')
+  t.equal((await forwardAuth(app, newToken)).statusCode, 200, 'a token of the new key verifies')
+  t.equal((await forwardAuth(app, oldToken)).statusCode, 200, 'a token of the old key still verifies')
   t.same(new Set((await jwks(app)).kids), new Set([oldKid, newKid]), 'both keys are still published')
 
   // The old key was retired at rotation + 60 s; it verifies for ACCESS_TOKEN_TTL_SECONDS + 60 s more.
-  const retiredAt = start + 60 * SECOND
-  clock = new Date(retiredAt + (900 + 60) * SECOND - SECOND)
+  const retiredAt = 60
+  clock.goTo(retiredAt + 900 + 60 - 1)
   await app.tokens.reload()
   t.same(new Set((await jwks(app)).kids), new Set([oldKid, newKid]), 'just before the end of its verification period, the old key is published')
 
-  clock = new Date(retiredAt + (900 + 60) * SECOND + SECOND)
+  clock.goTo(retiredAt + 900 + 60 + 1)
   await app.tokens.reload()
   const last = await jwks(app)
   t.same(last.kids, [newKid], 'then the old key has left the JWKS')
   t.not(last.etag, after.etag, 'and the ETag changed again')
-  expect401(t, await verify(app, oldToken), ['INVALID_ACCESS_TOKEN', 'ACCESS_TOKEN_EXPIRED'])
-  t.equal((await verify(app, await accessToken(app))).statusCode, 200, 'the new key goes on signing and verifying')
+  expectProblem(t, await forwardAuth(app, oldToken), 401, ['INVALID_ACCESS_TOKEN', 'ACCESS_TOKEN_EXPIRED'])
+  t.equal((await forwardAuth(app, await accessToken(app))).statusCode, 200, 'the new key goes on signing and verifying')
 })
 
 t.test('a rotation soon after the first start: the first key goes on signing until the new one is published', async (t) => {
   // A fresh deployment rotated at once (or within KEY_RELOAD_SECONDS of its first start): replicas that have not
   // reloaded yet do not know the new key, so it must not sign before KEY_RELOAD_SECONDS either.
-  const start = Date.now()
-  let clock = new Date(start)
-  const app = await build(t, { env: { DATABASE_URL: 'sqlite::memory:' }, now: () => clock })
+  const clock = movableClock()
+  const app = await build(t, { env: { DATABASE_URL: 'sqlite::memory:' }, now: clock.now })
   const [firstKid] = (await jwks(app)).kids
-  clock = new Date(start + 10 * SECOND)
+  clock.goTo(10)
   const newKid = await app.tokens.rotate()
   t.equal(headerOf(await accessToken(app)).kid, firstKid, 'right after the rotation, the first key still signs')
-  clock = new Date(start + 69 * SECOND)
+  clock.goTo(69)
   await app.tokens.reload()
   t.equal(headerOf(await accessToken(app)).kid, firstKid, 'until KEY_RELOAD_SECONDS after the rotation')
-  clock = new Date(start + 70 * SECOND)
+  clock.goTo(70)
   await app.tokens.reload()
   t.equal(headerOf(await accessToken(app)).kid, newKid, 'then the new key signs')
 })
 
 t.test('KEY_RELOAD_SECONDS is configurable', async (t) => {
-  let clock = new Date(Date.now() - HOUR)
-  const app = await build(t, { env: { DATABASE_URL: 'sqlite::memory:', KEY_RELOAD_SECONDS: '5' }, now: () => clock })
-  const start = Date.now()
-  clock = new Date(start)
+  const clock = movableClock()
+  clock.goTo(-HOUR)
+  const app = await build(t, { env: { DATABASE_URL: 'sqlite::memory:', KEY_RELOAD_SECONDS: '5' }, now: clock.now })
+  clock.goTo(0)
   const oldKid = app.tokens.activeKid()
   const newKid = await app.tokens.rotate()
-  clock = new Date(start + 4 * SECOND)
+  clock.goTo(4)
   await app.tokens.reload()
   t.equal(headerOf(await accessToken(app)).kid, oldKid, 'at 4 s the old key signs')
-  clock = new Date(start + 5 * SECOND)
+  clock.goTo(5)
   await app.tokens.reload()
   t.equal(headerOf(await accessToken(app)).kid, newKid, 'at 5 s the new key signs')
 })
 
 t.test('a second instance on the same database picks up a rotation at its reload', async (t) => {
-  let clock = new Date(Date.now() - HOUR)
-  const url = `sqlite:${sqliteFile(t)}`
-  const one = await build(t, { env: { DATABASE_URL: url }, now: () => clock })
-  const two = await build(t, { env: { DATABASE_URL: url }, now: () => clock })
-  const start = Date.now()
-  clock = new Date(start)
+  const clock = movableClock()
+  clock.goTo(-HOUR)
+  const url = tempSqliteUrl(t)
+  const one = await build(t, { env: { DATABASE_URL: url }, now: clock.now })
+  const two = await build(t, { env: { DATABASE_URL: url }, now: clock.now })
+  clock.goTo(0)
   const [kid] = (await jwks(one)).kids
   t.same((await jwks(two)).kids, [kid], 'both instances share the first key')
 
@@ -152,25 +133,25 @@ t.test('a second instance on the same database picks up a rotation at its reload
   t.same(new Set(both.kids), new Set([kid, newKid]), 'after its reload it publishes both keys')
   t.equal(both.etag, (await jwks(one)).etag, 'with the same ETag as the first instance')
 
-  clock = new Date(start + 60 * SECOND)
+  clock.goTo(60)
   await one.tokens.reload()
   await two.tokens.reload()
   const fromOne = await accessToken(one)
   const fromTwo = await accessToken(two)
   t.equal(headerOf(fromOne).kid, newKid, 'the first instance signs with the new key')
   t.equal(headerOf(fromTwo).kid, newKid, 'the second instance signs with the new key')
-  t.equal((await verify(two, fromOne)).statusCode, 200, 'the second instance verifies the first one\'s tokens')
-  t.equal((await verify(one, fromTwo)).statusCode, 200, 'and the other way round')
+  t.equal((await forwardAuth(two, fromOne)).statusCode, 200, 'the second instance verifies the first one\'s tokens')
+  t.equal((await forwardAuth(one, fromTwo)).statusCode, 200, 'and the other way round')
 })
 
 t.test('npx tsx cli.ts keys:rotate adds a key to the database', async (t) => {
-  const file = sqliteFile(t)
-  const app = await build(t, { env: { DATABASE_URL: `sqlite:${file}` } })
+  const url = tempSqliteUrl(t)
+  const app = await build(t, { env: { DATABASE_URL: url } })
   const [kid] = (await jwks(app)).kids
   const countKeys = async () => (await app.db.selectFrom('signing_keys').select('kid').execute()).map((r) => r.kid)
   t.same(await countKeys(), [kid], 'one key before')
 
-  const run = cli(['keys:rotate'], { DATABASE_URL: `sqlite:${file}` })
+  const run = cli(['keys:rotate'], { DATABASE_URL: url })
   t.equal(run.status, 0, `exits 0 (stderr: ${run.stderr})`)
   const kids = await countKeys()
   t.equal(kids.length, 2, 'a row was added')
@@ -191,7 +172,7 @@ t.test('with JWT_SECRET (HS256) rotate() is refused', async (t) => {
   await t.rejects(app.tokens.rotate(), /JWT_SECRET/, 'rotate() rejects, naming where the key comes from')
   t.equal(await rows(), before, 'no key was added')
   t.same((await jwks(app)).res.json(), { keys: [] }, 'the JWKS stays empty')
-  t.equal((await verify(app, await accessToken(app))).statusCode, 200, 'the secret still signs and verifies')
+  t.equal((await forwardAuth(app, await accessToken(app))).statusCode, 200, 'the secret still signs and verifies')
 })
 
 t.test('npx tsx cli.ts --help lists keys:rotate and exits 0', async (t) => {

@@ -1,21 +1,15 @@
 import { randomUUID } from 'node:crypto'
-import { mkdtempSync, rmSync } from 'node:fs'
-import { tmpdir } from 'node:os'
-import { join } from 'node:path'
 import { setTimeout as sleep } from 'node:timers/promises'
 import type { FastifyInstance } from 'fastify'
 import { Redis } from 'ioredis'
 import t, { type Test } from 'tap'
-import { bearer, build, GOOD_PASSWORD, json, signup } from '../helper.js'
+import { bearer, build, claimsOf, forwardAuth, json, login, signup, tempSqliteUrl } from '../helper.js'
 
-const VERIFY = '/api/v1/auth/verify'
 const POLL_EVERY_MS = 50
 /** 20 polls 50 ms apart: the revocation must arrive within one second. */
 const MAX_POLLS = 20
 
 const redisUrl = process.env.TEST_REDIS_URL
-const sidOf = (token: string): string => JSON.parse(Buffer.from(token.split('.')[1], 'base64url').toString('utf8')).sid
-const verify = (app: FastifyInstance, token: string) => app.inject({ url: VERIFY, headers: bearer(token) })
 
 /**
  * Asks `app` about `token` every 50 ms, at most MAX_POLLS times, until it answers 401.
@@ -23,7 +17,7 @@ const verify = (app: FastifyInstance, token: string) => app.inject({ url: VERIFY
  */
 async function pollsUntilRefused (app: FastifyInstance, token: string): Promise<{ polls: number, code: string } | null> {
   for (let poll = 1; poll <= MAX_POLLS; poll++) {
-    const res = await verify(app, token)
+    const res = await forwardAuth(app, token)
     if (res.statusCode === 401) return { polls: poll, code: json(res).code }
     await sleep(POLL_EVERY_MS)
   }
@@ -32,10 +26,8 @@ async function pollsUntilRefused (app: FastifyInstance, token: string): Promise<
 
 /** The databases two instances can share: a SQLite file, and PostgreSQL when TEST_DATABASE_URL is set. */
 function sharedDatabases (t: Test): Array<{ name: string, url: string }> {
-  const dir = mkdtempSync(join(tmpdir(), 'auth-revocations-'))
-  t.teardown(() => rmSync(dir, { recursive: true, force: true }))
   return [
-    { name: 'sqlite file', url: `sqlite:${join(dir, 'auth.db')}` },
+    { name: 'sqlite file', url: tempSqliteUrl(t) },
     ...(process.env.TEST_DATABASE_URL ? [{ name: 'postgres', url: process.env.TEST_DATABASE_URL }] : [])
   ]
 }
@@ -58,7 +50,7 @@ if (!redisUrl) {
 
       t.test('a session ended on A is refused by B within one second', async (t) => {
         const signed = await signup(a)
-        t.equal((await verify(b, signed.access_token)).statusCode, 200, 'A\'s token works on B')
+        t.equal((await forwardAuth(b, signed.access_token)).statusCode, 200, 'A\'s token works on B')
         t.equal((await a.inject({ method: 'POST', url: '/api/v1/auth/logout', headers: bearer(signed.access_token) })).statusCode, 204, 'logout on A')
         const refused = await pollsUntilRefused(b, signed.access_token)
         t.ok(refused, `B refused the token within ${MAX_POLLS} polls ${POLL_EVERY_MS} ms apart`)
@@ -66,23 +58,22 @@ if (!redisUrl) {
 
         // A replica that starts after the revocation learns it too.
         const c = await build(t, { env })
-        const res = await verify(c, signed.access_token)
+        const res = await forwardAuth(c, signed.access_token)
         t.equal(res.statusCode, 401, 'a late replica refuses the token')
         t.equal(json(res).code, 'SESSION_REVOKED')
         const other = await signup(a)
-        t.equal((await verify(c, other.access_token)).statusCode, 200, 'and still accepts a live one')
+        t.equal((await forwardAuth(c, other.access_token)).statusCode, 200, 'and still accepts a live one')
       })
 
       t.test('sessions ended in bulk on B are refused by A', async (t) => {
         const first = await signup(b)
-        const login = await b.inject({ method: 'POST', url: '/api/v1/auth/login', payload: { email: first.user.email, password: GOOD_PASSWORD } })
-        const second = json(login)
-        t.equal((await verify(a, second.access_token)).statusCode, 200, 'B\'s token works on A')
+        const second = await login(b, first.user.email)
+        t.equal((await forwardAuth(a, second.access_token)).statusCode, 200, 'B\'s token works on A')
         t.equal((await b.inject({ method: 'DELETE', url: '/api/v1/users/me/sessions', headers: bearer(first.access_token) })).statusCode, 204, 'end the other sessions on B')
         const refused = await pollsUntilRefused(a, second.access_token)
         t.ok(refused, `A refused the token within ${MAX_POLLS} polls`)
         t.equal(refused?.code, 'SESSION_REVOKED')
-        t.equal((await verify(a, first.access_token)).statusCode, 200, 'the session kept on B still works on A')
+        t.equal((await forwardAuth(a, first.access_token)).statusCode, 200, 'the session kept on B still works on A')
       })
 
       t.test('a malformed message on the channel does not crash B', async (t) => {
@@ -90,18 +81,18 @@ if (!redisUrl) {
         t.teardown(async () => { await publisher.quit() })
         const live = await signup(a)
         const target = await signup(a)
-        t.equal((await verify(b, target.access_token)).statusCode, 200, 'the target works on B')
+        t.equal((await forwardAuth(b, target.access_token)).statusCode, 200, 'the target works on B')
 
         const channel = `${prefix}revocations`
         for (const message of ['not json', 'null', '42', '[]', '{"ids":"x","until":1}', '{"ids":[1,{}],"until":"tomorrow"}', '{']) {
           await publisher.publish(channel, message)
         }
         // Redis delivers a channel's messages in order: once this one has taken effect, B has read the malformed ones.
-        await publisher.publish(channel, JSON.stringify({ ids: [sidOf(target.access_token)], until: Date.now() + 60_000 }))
+        await publisher.publish(channel, JSON.stringify({ ids: [claimsOf(target.access_token).sid], until: Date.now() + 60_000 }))
         const refused = await pollsUntilRefused(b, target.access_token)
         t.ok(refused, 'B still reads the channel after the malformed messages')
         t.equal(refused?.code, 'SESSION_REVOKED')
-        const res = await verify(b, live.access_token)
+        const res = await forwardAuth(b, live.access_token)
         t.equal(res.statusCode, 200, 'B still answers')
         t.equal(res.headers['x-user-id'], live.user.id)
         t.equal((await b.inject({ url: '/api/health' })).statusCode, 200, 'B is alive')

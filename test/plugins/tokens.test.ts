@@ -1,13 +1,11 @@
 import { spawnSync } from 'node:child_process'
-import { createHash, createHmac, createPublicKey, generateKeyPairSync, verify, type JsonWebKey, type KeyObject } from 'node:crypto'
-import { mkdtempSync, rmSync, writeFileSync } from 'node:fs'
-import { tmpdir } from 'node:os'
+import { createHash, createHmac, createPrivateKey, createPublicKey, generateKeyPairSync, verify, type JsonWebKey, type KeyObject } from 'node:crypto'
+import { writeFileSync } from 'node:fs'
 import { join } from 'node:path'
 import type { FastifyInstance } from 'fastify'
-import t, { type Test } from 'tap'
+import t from 'tap'
 import { ConfigError, loadConfig } from '../../plugins/config.js'
-import { buildInner } from '../fixtures/build-inner.js'
-import { bearer, build, databases, GOOD_PASSWORD, json, signup, uniqueEmail } from '../helper.js'
+import { bearer, build, childEnv, databases, json, login, signup, tempDir, tempSqliteUrl, uniqueEmail } from '../helper.js'
 
 const ROOT = join(import.meta.dirname, '..', '..')
 const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/
@@ -39,12 +37,6 @@ function verifiesOffline (token: string, jwk: JsonWebKey): boolean {
 
 const pemOf = (key: KeyObject) => key.export({ type: 'pkcs8', format: 'pem' }).toString()
 
-function tempDir (t: Test): string {
-  const dir = mkdtempSync(join(tmpdir(), 'auth-tokens-'))
-  t.teardown(() => rmSync(dir, { recursive: true, force: true }))
-  return dir
-}
-
 async function jwksOf (app: FastifyInstance) {
   const res = await app.inject({ method: 'GET', url: '/.well-known/jwks.json' })
   if (res.statusCode !== 200) throw new Error(`jwks: ${res.statusCode}`)
@@ -53,7 +45,7 @@ async function jwksOf (app: FastifyInstance) {
 
 t.test('the claims and header of an access token', async (t) => {
   const clock = new Date('2030-01-02T03:04:05.678Z')
-  const { app, inner } = await buildInner(t, { now: () => clock })
+  const app = await build(t, { now: () => clock })
   const signed = await signup(app)
   const { header, payload } = parts(signed.access_token)
 
@@ -71,7 +63,7 @@ t.test('the claims and header of an access token', async (t) => {
   t.equal(signed.expires_in, 900)
   t.equal(signed.token_type, 'Bearer')
 
-  const session = await inner.db.selectFrom('sessions').selectAll().where('id', '=', payload.sid).executeTakeFirst()
+  const session = await app.db.selectFrom('sessions').selectAll().where('id', '=', payload.sid).executeTakeFirst()
   t.ok(session, 'sid names a stored session')
   t.equal(session?.user_id, signed.user.id)
 
@@ -82,8 +74,7 @@ t.test('the claims and header of an access token', async (t) => {
   t.ok(jwk && verifiesOffline(signed.access_token, jwk), 'verifies offline with the JWKS key')
 
   // Every token has its own jti.
-  const login = await app.inject({ method: 'POST', url: '/api/v1/auth/login', payload: { email: signed.user.email, password: GOOD_PASSWORD } })
-  const second = parts(json(login).access_token).payload
+  const second = parts((await login(app, signed.user.email)).access_token).payload
   t.not(second.jti, payload.jti, 'a fresh jti')
   t.not(second.sid, payload.sid, 'a new session')
 })
@@ -150,7 +141,7 @@ for (const db of databases) {
         ['ES256', generateKeyPairSync('ec', { namedCurve: 'P-256' })],
         ['EdDSA', generateKeyPairSync('ed25519')]
       ] as const) {
-        const { app, inner } = await buildInner(t, { env: { ...env, JWT_ALGORITHM: algorithm, JWT_PRIVATE_KEY: pemOf(pair.privateKey) } })
+        const app = await build(t, { env: { ...env, JWT_ALGORITHM: algorithm, JWT_PRIVATE_KEY: pemOf(pair.privateKey) } })
         const expectedKid = rfc7638(pair.publicKey.export({ format: 'jwk' }))
         const signed = await signup(app)
         const { header } = parts(signed.access_token)
@@ -162,10 +153,10 @@ for (const db of databases) {
         const own = pair.publicKey.export({ format: 'jwk' }) as Record<string, string>
         for (const member of ['n', 'e', 'x', 'y', 'crv']) t.equal((published as Record<string, string>)[member], own[member], `${algorithm}: ${member} is the configured key's`)
         t.ok(verify(algorithm === 'EdDSA' ? null : 'SHA256', Buffer.from(parts(signed.access_token).input), algorithm === 'ES256' ? { key: pair.publicKey, dsaEncoding: 'ieee-p1363' } : pair.publicKey, parts(signed.access_token).signature), `${algorithm}: signed by the configured key`)
-        const stored = await inner.db.selectFrom('signing_keys').select('kid').where('kid', '=', expectedKid).execute()
+        const stored = await app.db.selectFrom('signing_keys').select('kid').where('kid', '=', expectedKid).execute()
         t.same(stored, [], `${algorithm}: not written to signing_keys`)
         if (db.name === 'sqlite') {
-          const all = await inner.db.selectFrom('signing_keys').select('kid').execute()
+          const all = await app.db.selectFrom('signing_keys').select('kid').execute()
           t.same(all, [], 'no key generated either')
         }
         t.equal((await app.inject({ method: 'GET', url: '/api/v1/users/me', headers: bearer(signed.access_token) })).statusCode, 200)
@@ -185,7 +176,7 @@ for (const db of databases) {
     t.test('under TZ=America/New_York the service works and times stay UTC', async (t) => {
       const result = spawnSync('npx', ['tsx', join('test', 'fixtures', 'tz-me.ts')], {
         cwd: ROOT,
-        env: { ...process.env, TZ: 'America/New_York', DATABASE_URL: db.url },
+        env: { ...childEnv(), TZ: 'America/New_York', DATABASE_URL: db.url },
         encoding: 'utf8',
         timeout: 60_000
       })
@@ -210,20 +201,20 @@ for (const db of databases) {
 }
 
 t.test('keys kept in a database file survive a restart, encrypted', async (t) => {
-  const url = `sqlite:${join(tempDir(t), 'auth.db')}`
-  const first = await buildInner(t, { env: { DATABASE_URL: url } })
+  const url = tempSqliteUrl(t)
+  const first = await build(t, { env: { DATABASE_URL: url } })
   const email = uniqueEmail('restart')
-  const signed = await signup(first.app, { email })
-  const rows = await first.inner.db.selectFrom('signing_keys').selectAll().execute()
+  const signed = await signup(first, { email })
+  const rows = await first.db.selectFrom('signing_keys').selectAll().execute()
   t.equal(rows.length, 1, 'one generated key')
   t.equal(rows[0].kid, parts(signed.access_token).header.kid)
   t.equal(rows[0].algorithm, 'RS256')
   t.match(rows[0].private_key, /^v1\./, 'stored sealed (v1.)')
   t.notOk(rows[0].private_key.includes('PRIVATE KEY'), 'not a PEM')
-  t.notOk(rows[0].private_key.includes('MII'), 'not base64 DER either')
+  t.throws(() => createPrivateKey({ key: Buffer.from(rows[0].private_key.slice(3), 'base64url'), format: 'der', type: 'pkcs8' }), 'not base64 DER either')
   const publicJwk = JSON.parse(rows[0].public_jwk)
   for (const member of PRIVATE_MEMBERS) t.notOk(member in publicJwk, `public_jwk has no ${member}`)
-  await first.app.close()
+  await first.close()
 
   const second = await build(t, { env: { DATABASE_URL: url } })
   const me = await second.inject({ method: 'GET', url: '/api/v1/users/me', headers: bearer(signed.access_token) })

@@ -1,6 +1,5 @@
 import type { FastifyInstance, LightMyRequestResponse } from 'fastify'
 import t from 'tap'
-import { buildInner } from '../fixtures/build-inner.js'
 import { build, databases, json } from '../helper.js'
 
 const PRIVATE_MEMBERS = ['d', 'p', 'q', 'dp', 'dq', 'qi', 'k']
@@ -32,7 +31,7 @@ t.test('liveness: GET and HEAD /api/health', async (t) => {
 
 for (const db of databases) {
   t.test(`${db.name}: readiness`, async (t) => {
-    const { app, inner } = await buildInner(t, { env: { DATABASE_URL: db.url } })
+    const app = await build(t, { env: { DATABASE_URL: db.url } })
     for (const url of ['/api/health/ready', '/health']) {
       const res = await app.inject({ method: 'GET', url })
       t.equal(res.statusCode, 200, `${url} 200`)
@@ -42,7 +41,7 @@ for (const db of databases) {
     }
     t.same(json(await app.inject({ method: 'GET', url: '/health' })), json(await app.inject({ method: 'GET', url: '/api/health/ready' })), '/health is the same report')
 
-    await inner.db.destroy()
+    await app.db.destroy()
     for (const url of ['/api/health/ready', '/health']) {
       const res = await app.inject({ method: 'GET', url })
       t.equal(res.statusCode, 503, `${url} 503 without a database`)

@@ -1,10 +1,9 @@
-import type { AddressInfo } from 'node:net'
 import { createRemoteJWKSet, decodeProtectedHeader, jwtVerify } from 'jose'
 import t from 'tap'
-import { build, signup } from '../helper.js'
+import { build, listen, movableClock, signup } from '../helper.js'
 
-const SECOND = 1000
-const HOUR = 3600 * SECOND
+/** An hour, in seconds. */
+const HOUR = 3600
 const ISSUER = 'http://localhost:8000'
 const AUDIENCE = 'auth-service'
 
@@ -12,18 +11,16 @@ const AUDIENCE = 'auth-service'
 for (const algorithm of ['RS256', 'ES256', 'EdDSA']) {
   t.test(`${algorithm}: jose verifies our tokens against the JWKS, before and after a key rotation`, async (t) => {
     // The first key was made an hour ago, so the rotation below follows the normal schedule.
-    let clock = new Date(Date.now() - HOUR)
-    const app = await build(t, { env: { JWT_ALGORITHM: algorithm }, now: () => clock })
-    const start = Date.now()
-    clock = new Date(start)
+    const clock = movableClock()
+    clock.goTo(-HOUR)
+    const app = await build(t, { env: { JWT_ALGORITHM: algorithm }, now: clock.now })
+    clock.goTo(0)
     await app.tokens.reload()
-    await app.listen({ port: 0, host: '127.0.0.1' })
-    const { port } = app.server.address() as AddressInfo
-    const base = `http://127.0.0.1:${port}`
+    const base = await listen(app)
 
     const JWKS = createRemoteJWKSet(new URL(`${base}/.well-known/jwks.json`), { cooldownDuration: 0 })
     // The service runs on a clock the test moves; jose is told the same time.
-    const verify = (token: string) => jwtVerify(token, JWKS, { issuer: ISSUER, audience: AUDIENCE, currentDate: clock })
+    const verify = (token: string) => jwtVerify(token, JWKS, { issuer: ISSUER, audience: AUDIENCE, currentDate: clock.now() })
 
     const first = await signup(app)
     const oldKid = decodeProtectedHeader(first.access_token).kid
@@ -35,7 +32,7 @@ for (const algorithm of ['RS256', 'ES256', 'EdDSA']) {
 
     const newKid = await app.tokens.rotate()
     t.not(newKid, oldKid, 'a new key')
-    clock = new Date(start + 60 * SECOND)
+    clock.goTo(60)
     await app.tokens.reload()
     const second = await signup(app)
     t.equal(decodeProtectedHeader(second.access_token).kid, newKid, 'new tokens carry the new kid')
@@ -46,8 +43,8 @@ for (const algorithm of ['RS256', 'ES256', 'EdDSA']) {
     const claims = JSON.parse(Buffer.from(body, 'base64url').toString('utf8'))
     const tampered = `${head}.${Buffer.from(JSON.stringify({ ...claims, sub: first.user.id })).toString('base64url')}.${signature}`
     await t.rejects(verify(tampered), { code: 'ERR_JWS_SIGNATURE_VERIFICATION_FAILED' }, 'a token with a tampered payload fails')
-    await t.rejects(jwtVerify(second.access_token, JWKS, { issuer: ISSUER, audience: 'another-service', currentDate: clock }), { code: 'ERR_JWT_CLAIM_VALIDATION_FAILED' }, 'a token for another audience fails')
-    clock = new Date(start + 60 * SECOND + 901 * SECOND)
+    await t.rejects(jwtVerify(second.access_token, JWKS, { issuer: ISSUER, audience: 'another-service', currentDate: clock.now() }), { code: 'ERR_JWT_CLAIM_VALIDATION_FAILED' }, 'a token for another audience fails')
+    clock.goTo(60 + 901)
     await t.rejects(verify(second.access_token), { code: 'ERR_JWT_EXPIRED' }, 'an expired token fails')
   })
 }

@@ -1,51 +1,21 @@
-import type { FastifyInstance, LightMyRequestResponse } from 'fastify'
+import type { FastifyInstance } from 'fastify'
 import t, { type Test } from 'tap'
-import { bearer, build, databases, GOOD_PASSWORD, json, signup } from '../../../../helper.js'
+import {
+  bearer, build, claimsOf, databases, expectNoContent, expectProblem, expectRefusal, forwardAuth, json, login, movableClock, refresh, signup
+} from '../../../../helper.js'
 
 const REFRESH = '/api/v1/auth/refresh'
 const LOGOUT = '/api/v1/auth/logout'
-const LOGIN = '/api/v1/auth/login'
-const VERIFY = '/api/v1/auth/verify'
-
-const refresh = (app: FastifyInstance, refreshToken: string) => app.inject({ method: 'POST', url: REFRESH, payload: { refresh_token: refreshToken } })
-
-function expectProblem (t: Test, res: LightMyRequestResponse, status: number, code: string) {
-  t.equal(res.statusCode, status, `status ${status}`)
-  t.match(res.headers['content-type'], /^application\/problem\+json/, 'content-type is problem+json')
-  const body = json(res)
-  t.equal(body.code, code, `code ${code}`)
-  t.equal(body.status, status, 'status in the body')
-  t.equal(body.request_id, res.headers['x-request-id'], 'request_id is the request id')
-  return body
-}
-
-/** A 401 refresh refusal with this code, and no tokens. */
-function expectRefused (t: Test, res: LightMyRequestResponse, code = 'INVALID_REFRESH_TOKEN') {
-  const body = expectProblem(t, res, 401, code)
-  t.notOk(body.access_token ?? body.refresh_token, 'no tokens')
-}
 
 /** Asserts the access token is refused because its session has ended. */
 async function expectAccessRevoked (t: Test, app: FastifyInstance, accessToken: string) {
-  expectProblem(t, await app.inject({ method: 'GET', url: VERIFY, headers: bearer(accessToken) }), 401, 'SESSION_REVOKED')
+  expectProblem(t, await forwardAuth(app, accessToken), 401, 'SESSION_REVOKED')
 }
 
-function expectNoContent (t: Test, res: LightMyRequestResponse) {
-  t.equal(res.statusCode, 204, 'status 204')
-  t.equal(res.body, '', 'no body')
-}
-
-/** A second session of the same user, by logging in again. */
-async function loginAgain (app: FastifyInstance, email: string) {
-  const res = await app.inject({ method: 'POST', url: LOGIN, payload: { email, password: GOOD_PASSWORD } })
-  if (res.statusCode !== 200) throw new Error(`login failed: ${res.statusCode} ${res.body}`)
-  return json(res)
-}
-
-const DAY = 86_400_000
+const DAY = 86_400
 
 /** The session id an access token names (unverified read of its payload). */
-const sessionOf = (accessToken: string): string => JSON.parse(Buffer.from(accessToken.split('.')[1], 'base64url').toString('utf8')).sid
+const sessionOf = (accessToken: string): string => claimsOf(accessToken).sid
 
 for (const db of databases) {
   t.test(db.name, async (t) => {
@@ -70,13 +40,12 @@ for (const db of databases) {
     })
 
     t.test('a rotated refresh token within the grace window gets the session\'s current pair', async (t) => {
-      const start = Date.now()
-      let clock = new Date(start)
-      const timed = await build(t, { env, now: () => clock })
+      const clock = movableClock()
+      const timed = await build(t, { env, now: clock.now })
       const signed = await signup(timed)
       const rotated = json(await refresh(timed, signed.refresh_token))
 
-      clock = new Date(start + timed.config.REFRESH_REUSE_GRACE_SECONDS * 1000)
+      clock.goTo(timed.config.REFRESH_REUSE_GRACE_SECONDS)
       const again = await refresh(timed, signed.refresh_token)
       t.equal(again.statusCode, 200, 'a racing tab is not a thief')
       const body = json(again)
@@ -86,15 +55,14 @@ for (const db of databases) {
     })
 
     t.test('a rotated refresh token after the grace window is 401 REFRESH_TOKEN_REUSED and ends the session', async (t) => {
-      const start = Date.now()
-      let clock = new Date(start)
-      const timed = await build(t, { env, now: () => clock })
+      const clock = movableClock()
+      const timed = await build(t, { env, now: clock.now })
       const signed = await signup(timed)
       const rotated = json(await refresh(timed, signed.refresh_token))
 
-      clock = new Date(start + (timed.config.REFRESH_REUSE_GRACE_SECONDS + 1) * 1000)
-      expectRefused(t, await refresh(timed, signed.refresh_token), 'REFRESH_TOKEN_REUSED')
-      expectRefused(t, await refresh(timed, rotated.refresh_token))
+      clock.goTo(timed.config.REFRESH_REUSE_GRACE_SECONDS + 1)
+      expectRefusal(t, await refresh(timed, signed.refresh_token), 'REFRESH_TOKEN_REUSED')
+      expectRefusal(t, await refresh(timed, rotated.refresh_token), 'INVALID_REFRESH_TOKEN')
       const session = await timed.db.selectFrom('sessions').select(['revoked_at', 'revoke_reason']).where('id', '=', sessionOf(signed.access_token)).executeTakeFirstOrThrow()
       t.not(session.revoked_at, null, 'the session is revoked')
       t.equal(session.revoke_reason, 'refresh_token_reused')
@@ -102,7 +70,7 @@ for (const db of databases) {
     })
 
     t.test('a garbage refresh token is 401 INVALID_REFRESH_TOKEN', async (t) => {
-      expectRefused(t, await refresh(app, 'not-a-refresh-token'), 'INVALID_REFRESH_TOKEN')
+      expectRefusal(t, await refresh(app, 'not-a-refresh-token'), 'INVALID_REFRESH_TOKEN')
     })
 
     t.test('a missing refresh_token is 400 VALIDATION_FAILED', async (t) => {
@@ -113,7 +81,7 @@ for (const db of databases) {
     t.test('refresh after the user is deleted is 401', async (t) => {
       const signed = await signup(app)
       await app.db.deleteFrom('users').where('id', '=', signed.user.id).execute()
-      expectRefused(t, await refresh(app, signed.refresh_token))
+      expectRefusal(t, await refresh(app, signed.refresh_token), 'INVALID_REFRESH_TOKEN')
       const sessions = await app.db.selectFrom('sessions').select('id').where('user_id', '=', signed.user.id).execute()
       t.same(sessions, [], 'the sessions went with the user')
     })
@@ -121,7 +89,7 @@ for (const db of databases) {
     t.test('refresh for a disabled user is 401', async (t) => {
       const signed = await signup(app)
       await app.db.updateTable('users').set({ disabled: 1 }).where('id', '=', signed.user.id).execute()
-      expectRefused(t, await refresh(app, signed.refresh_token))
+      expectRefusal(t, await refresh(app, signed.refresh_token), 'INVALID_REFRESH_TOKEN')
     })
 
     t.test('the refresh token is stored only as a hash', async (t) => {
@@ -136,52 +104,50 @@ for (const db of databases) {
     })
 
     t.test('an expired refresh token is 401; rotation renews the idle lifetime', async (t) => {
-      const start = Date.now()
-      let clock = new Date(start)
-      const timed = await build(t, { env, now: () => clock })
-      const ttl = timed.config.REFRESH_TOKEN_TTL_SECONDS * 1000
+      const clock = movableClock()
+      const timed = await build(t, { env, now: clock.now })
+      const ttl = timed.config.REFRESH_TOKEN_TTL_SECONDS
       const first = await signup(timed)
-      const second = await loginAgain(timed, first.user.email)
+      const second = await login(timed, first.user.email)
 
-      clock = new Date(start + ttl - 1000)
+      clock.goTo(ttl - 1)
       const renewed = await refresh(timed, first.refresh_token)
       t.equal(renewed.statusCode, 200, 'just before the lifetime ends, it works')
 
-      clock = new Date(start + ttl + 1000)
-      expectRefused(t, await refresh(timed, second.refresh_token))
+      clock.goTo(ttl + 1)
+      expectRefusal(t, await refresh(timed, second.refresh_token), 'INVALID_REFRESH_TOKEN')
       t.equal((await refresh(timed, json(renewed).refresh_token)).statusCode, 200, 'the token issued at rotation is still live')
     })
 
     t.test('a session past its absolute age is 401 though its refresh token is fresh', async (t) => {
-      const start = Date.now()
-      let clock = new Date(start)
-      const timed = await build(t, { env, now: () => clock })
-      const ttl = timed.config.REFRESH_TOKEN_TTL_SECONDS * 1000
-      const maxAge = timed.config.SESSION_MAX_AGE_SECONDS * 1000
+      const clock = movableClock()
+      const timed = await build(t, { env, now: clock.now })
+      const ttl = timed.config.REFRESH_TOKEN_TTL_SECONDS
+      const maxAge = timed.config.SESSION_MAX_AGE_SECONDS
       t.ok(maxAge > ttl, 'the session outlives one refresh token')
 
       let token = (await signup(timed)).refresh_token as string
       // Refresh often enough that no refresh token ever expires, up to just before the session's end.
-      for (let at = start + ttl / 2; at < start + maxAge - 1000; at += ttl / 2) {
-        clock = new Date(at)
+      for (let at = ttl / 2; at < maxAge - 1; at += ttl / 2) {
+        clock.goTo(at)
         const res = await refresh(timed, token)
-        t.equal(res.statusCode, 200, `refresh at day ${Math.round((at - start) / DAY)}`)
+        t.equal(res.statusCode, 200, `refresh at day ${Math.round(at / DAY)}`)
         token = json(res).refresh_token
       }
-      clock = new Date(start + maxAge - 1000)
+      clock.goTo(maxAge - 1)
       const last = await refresh(timed, token)
       t.equal(last.statusCode, 200, 'a second before the end, it works')
       token = json(last).refresh_token
 
-      clock = new Date(start + maxAge + 1000)
-      expectRefused(t, await refresh(timed, token), 'SESSION_EXPIRED')
+      clock.goTo(maxAge + 1)
+      expectRefusal(t, await refresh(timed, token), 'SESSION_EXPIRED')
     })
 
     t.test('logout with a refresh token is 204 and ends that session only', async (t) => {
       const signed = await signup(app)
-      const other = await loginAgain(app, signed.user.email)
+      const other = await login(app, signed.user.email)
       expectNoContent(t, await app.inject({ method: 'POST', url: LOGOUT, payload: { refresh_token: signed.refresh_token } }))
-      expectRefused(t, await refresh(app, signed.refresh_token))
+      expectRefusal(t, await refresh(app, signed.refresh_token), 'INVALID_REFRESH_TOKEN')
       await expectAccessRevoked(t, app, signed.access_token)
       t.equal((await refresh(app, other.refresh_token)).statusCode, 200, 'the other session lives on')
       const sessions = await app.db.selectFrom('sessions').select(['revoked_at', 'revoke_reason']).where('user_id', '=', signed.user.id).execute()
@@ -191,12 +157,12 @@ for (const db of databases) {
 
     t.test('logout with a bearer token is 204 and ends that session', async (t) => {
       const signed = await signup(app)
-      const other = await loginAgain(app, signed.user.email)
+      const other = await login(app, signed.user.email)
       expectNoContent(t, await app.inject({ method: 'POST', url: LOGOUT, headers: bearer(signed.access_token) }))
-      expectRefused(t, await refresh(app, signed.refresh_token))
+      expectRefusal(t, await refresh(app, signed.refresh_token), 'INVALID_REFRESH_TOKEN')
       await expectAccessRevoked(t, app, signed.access_token)
       t.equal((await refresh(app, other.refresh_token)).statusCode, 200, 'the other session lives on')
-      t.equal((await app.inject({ method: 'GET', url: VERIFY, headers: bearer(other.access_token) })).statusCode, 200, 'its access token too')
+      t.equal((await forwardAuth(app, other.access_token)).statusCode, 200, 'its access token too')
     })
 
     t.test('logout with nothing is 204', async (t) => {

@@ -2,7 +2,7 @@ import { readFileSync } from 'node:fs'
 import { verify } from '@node-rs/argon2'
 import type { FastifyInstance, LightMyRequestResponse } from 'fastify'
 import t, { type Test } from 'tap'
-import { build, databases, GOOD_PASSWORD, json, uniqueEmail } from '../../../../helper.js'
+import { build, claimsOf, databases, expectProblem, GOOD_PASSWORD, json, uniqueEmail, uniqueUsername } from '../../../../helper.js'
 
 const SIGNUP = '/api/v1/auth/signup'
 const LOGIN = '/api/v1/auth/login'
@@ -10,23 +10,7 @@ const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/
 const ISO_UTC = /^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}\.\d{3}Z$/
 const ARGON2ID_OWASP = /^\$argon2id\$v=19\$m=19456,t=2,p=1\$/
 
-let usernames = 0
-/** A username no other run uses: 3–42 of [a-z0-9_]. */
-const uniqueUsername = () => `u_${process.pid.toString(36)}_${Date.now().toString(36)}_${++usernames}`.slice(0, 42)
-
 const post = (app: FastifyInstance, url: string, payload: unknown) => app.inject({ method: 'POST', url, payload: payload as Record<string, unknown> })
-
-/** Asserts a problem+json answer with this status and code; returns its body. */
-function expectProblem (t: Test, res: LightMyRequestResponse, status: number, code: string) {
-  t.equal(res.statusCode, status, `status ${status}`)
-  t.match(res.headers['content-type'], /^application\/problem\+json/, 'content-type is problem+json')
-  const body = json(res)
-  t.equal(body.code, code, `code ${code}`)
-  t.equal(body.status, status, 'status in the body')
-  t.equal(body.request_id, res.headers['x-request-id'], 'request_id is the request id')
-  t.type(body.detail, 'string', 'has a detail')
-  return body
-}
 
 /** Asserts a 400 VALIDATION_FAILED whose `errors` name `field`. */
 function expectInvalid (t: Test, res: LightMyRequestResponse, field: string) {
@@ -69,7 +53,7 @@ for (const db of databases) {
       t.match(user.created_at, ISO_UTC)
       t.match(user.updated_at, ISO_UTC)
 
-      const claims = JSON.parse(Buffer.from(body.access_token.split('.')[1], 'base64url').toString('utf8'))
+      const claims = claimsOf(body.access_token)
       t.equal(claims.sub, user.id, 'access token names the user')
       t.equal(claims.exp - claims.iat, 900, 'access token lives 15 minutes')
 

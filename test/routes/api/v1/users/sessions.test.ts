@@ -1,28 +1,24 @@
 import { randomUUID } from 'node:crypto'
-import { mkdtempSync, rmSync } from 'node:fs'
-import { tmpdir } from 'node:os'
-import { join } from 'node:path'
 import type { FastifyInstance, LightMyRequestResponse } from 'fastify'
 import t, { type Test } from 'tap'
-import { bearer, build, databases, GOOD_PASSWORD, json, uniqueEmail } from '../../../../helper.js'
+import {
+  bearer, build, claimsOf, databases, expectNoContent, expectProblem, forwardAuth, GOOD_PASSWORD, json, movableClock,
+  refresh, tempSqliteUrl, uniqueEmail
+} from '../../../../helper.js'
 
 const SESSIONS = '/api/v1/users/me/sessions'
 const ME = '/api/v1/users/me'
-const VERIFY = '/api/v1/auth/verify'
 const LOGIN = '/api/v1/auth/login'
 const LOGOUT = '/api/v1/auth/logout'
-const REFRESH = '/api/v1/auth/refresh'
 const ISO_UTC = /^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d+)?Z$/
 const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/
-
-const sidOf = (token: string): string => JSON.parse(Buffer.from(token.split('.')[1], 'base64url').toString('utf8')).sid
 
 interface Signed { email: string, userId: string, access: string, refresh: string, sid: string }
 
 function signedIn (res: LightMyRequestResponse, expected: number): Signed {
   if (res.statusCode !== expected) throw new Error(`sign-in failed: ${res.statusCode} ${res.body}`)
   const body = json(res)
-  return { email: body.user.email, userId: body.user.id, access: body.access_token, refresh: body.refresh_token, sid: sidOf(body.access_token) }
+  return { email: body.user.email, userId: body.user.id, access: body.access_token, refresh: body.refresh_token, sid: claimsOf(body.access_token).sid }
 }
 
 async function signup (app: FastifyInstance, userAgent = 'sessions-test/signup'): Promise<Signed> {
@@ -41,25 +37,12 @@ async function threeSessions (app: FastifyInstance) {
   return { a, b, c }
 }
 
-function expectProblem (t: Test, res: LightMyRequestResponse, status: number, code: string) {
-  t.equal(res.statusCode, status, `status ${status}`)
-  t.match(res.headers['content-type'], /^application\/problem\+json/, 'problem+json')
-  t.equal(json(res).code, code, `code ${code}`)
-}
-
-function expectNoContent (t: Test, res: LightMyRequestResponse) {
-  t.equal(res.statusCode, 204, 'status 204')
-  t.equal(res.body, '', 'no body')
-}
-
-const verify = (app: FastifyInstance, token: string) => app.inject({ url: VERIFY, headers: bearer(token) })
 const me = (app: FastifyInstance, token: string) => app.inject({ url: ME, headers: bearer(token) })
-const refresh = (app: FastifyInstance, token: string) => app.inject({ method: 'POST', url: REFRESH, payload: { refresh_token: token } })
 
 /** The session's access token is refused at once on a route that reads the database and on one that does not; its refresh token too. */
 async function expectEnded (t: Test, app: FastifyInstance, s: Signed) {
   expectProblem(t, await me(app, s.access), 401, 'SESSION_REVOKED')
-  expectProblem(t, await verify(app, s.access), 401, 'SESSION_REVOKED')
+  expectProblem(t, await forwardAuth(app, s.access), 401, 'SESSION_REVOKED')
   const res = await refresh(app, s.refresh)
   t.equal(res.statusCode, 401, 'its refresh token is refused')
 }
@@ -67,7 +50,7 @@ async function expectEnded (t: Test, app: FastifyInstance, s: Signed) {
 /** The session still works: its access token and its refresh token. */
 async function expectAlive (t: Test, app: FastifyInstance, s: Signed) {
   t.equal((await me(app, s.access)).statusCode, 200, 'its access token works on /me')
-  t.equal((await verify(app, s.access)).statusCode, 200, 'its access token works on /auth/verify')
+  t.equal((await forwardAuth(app, s.access)).statusCode, 200, 'its access token works on /auth/verify')
 }
 
 for (const db of databases) {
@@ -201,37 +184,37 @@ for (const db of databases) {
     t.test('account deletion stops every access token of the user, on /auth/verify too', async (t) => {
       const { a, b } = await threeSessions(app)
       expectNoContent(t, await app.inject({ method: 'DELETE', url: ME, headers: bearer(a.access), payload: { password: GOOD_PASSWORD } }))
-      expectProblem(t, await verify(app, a.access), 401, 'SESSION_REVOKED')
-      expectProblem(t, await verify(app, b.access), 401, 'SESSION_REVOKED')
+      expectProblem(t, await forwardAuth(app, a.access), 401, 'SESSION_REVOKED')
+      expectProblem(t, await forwardAuth(app, b.access), 401, 'SESSION_REVOKED')
       t.equal((await me(app, a.access)).statusCode, 401, '/me refuses the deleted user')
       t.equal((await refresh(app, b.refresh)).statusCode, 401, 'the refresh token is refused')
     })
   })
 
   t.test(`${db.name}: the list follows the clock`, async (t) => {
-    const start = Date.now()
-    let clock = new Date(start)
-    const app = await build(t, { env: { DATABASE_URL: db.url, REFRESH_TOKEN_TTL_SECONDS: '60' }, now: () => clock })
+    const clock = movableClock()
+    const app = await build(t, { env: { DATABASE_URL: db.url, REFRESH_TOKEN_TTL_SECONDS: '60' }, now: clock.now })
 
     t.test('last_used_at moves when the session refreshes', async (t) => {
-      clock = new Date(start)
+      clock.goTo(0)
+      const began = clock.now()
       const a = await signup(app, 'sessions-test/A')
-      clock = new Date(start + 30_000)
+      clock.goTo(30)
       const res = await refresh(app, a.refresh)
       t.equal(res.statusCode, 200)
       const list = (await app.inject({ url: SESSIONS, headers: bearer(json(res).access_token) })).json() as Array<Record<string, any>>
       t.equal(list.length, 1)
-      t.equal(list[0].created_at, new Date(start).toISOString(), 'created_at is when it began')
-      t.equal(list[0].last_used_at, clock.toISOString(), 'last_used_at is the refresh')
+      t.equal(list[0].created_at, began.toISOString(), 'created_at is when it began')
+      t.equal(list[0].last_used_at, clock.now().toISOString(), 'last_used_at is the refresh')
     })
 
     t.test('a session that idled out, with every access token expired, is no longer listed', async (t) => {
-      clock = new Date(start)
+      clock.goTo(0)
       const idle = await signup(app, 'sessions-test/idle')
       // Past the refresh token's idle lifetime (60 s) and the access token's (900 s): nothing of it works any more.
-      clock = new Date(start + 1_000_000)
+      clock.goTo(1000)
       t.equal((await refresh(app, idle.refresh)).statusCode, 401, 'its refresh token has idled out')
-      expectProblem(t, await verify(app, idle.access), 401, 'ACCESS_TOKEN_EXPIRED')
+      expectProblem(t, await forwardAuth(app, idle.access), 401, 'ACCESS_TOKEN_EXPIRED')
       const fresh = await login(app, idle.email, 'sessions-test/fresh')
       const list = (await app.inject({ url: SESSIONS, headers: bearer(fresh.access) })).json() as Array<Record<string, any>>
       t.same(list.map((s) => s.id), [fresh.sid], 'only the session that can still be used')
@@ -239,12 +222,7 @@ for (const db of databases) {
   })
 
   t.test(`${db.name}: a restart forgets no revocation`, async (t) => {
-    let url = db.url
-    if (db.name === 'sqlite') {
-      const dir = mkdtempSync(join(tmpdir(), 'auth-sessions-'))
-      t.teardown(() => rmSync(dir, { recursive: true, force: true }))
-      url = `sqlite:${join(dir, 'auth.db')}`
-    }
+    const url = db.name === 'sqlite' ? tempSqliteUrl(t) : db.url
     const first = await build(t, { env: { DATABASE_URL: url } })
     const { a, b, c } = await threeSessions(first)
     expectNoContent(t, await first.inject({ method: 'DELETE', url: `${SESSIONS}/${b.sid}`, headers: bearer(a.access) }))
@@ -255,10 +233,10 @@ for (const db of databases) {
     await first.close()
 
     const second = await build(t, { env: { DATABASE_URL: url } })
-    expectProblem(t, await verify(second, b.access), 401, 'SESSION_REVOKED')
-    expectProblem(t, await verify(second, c.access), 401, 'SESSION_REVOKED')
+    expectProblem(t, await forwardAuth(second, b.access), 401, 'SESSION_REVOKED')
+    expectProblem(t, await forwardAuth(second, c.access), 401, 'SESSION_REVOKED')
     expectProblem(t, await me(second, b.access), 401, 'SESSION_REVOKED')
-    expectProblem(t, await verify(second, deleted.access), 401, 'SESSION_REVOKED')
-    t.equal((await verify(second, a.access)).statusCode, 200, 'a live session\'s token from before the restart still works')
+    expectProblem(t, await forwardAuth(second, deleted.access), 401, 'SESSION_REVOKED')
+    t.equal((await forwardAuth(second, a.access)).statusCode, 200, 'a live session\'s token from before the restart still works')
   })
 }
