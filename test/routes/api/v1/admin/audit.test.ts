@@ -317,7 +317,11 @@ for (const db of databases) {
           time = new Date(now.getTime() - (days - 1) * DAY)
           t.equal((await app.inject({ method: 'POST', url: LOGIN, payload: { email, password: secret() } })).statusCode, 401)
           const typesOf = async () => (await app.db.selectFrom('auth_events').select('type').where('user_id', '=', userId).execute()).map((r) => r.type).sort()
-          t.same(await typesOf(), ['login_failed', 'signup'], `events ${days + 1} and ${days - 1} days old`)
+          // On a shared database another test's app may prune at the default 90 days as it starts, so there the
+          // 91-day-old event can be gone already; the 30-day case below is out of their reach and always checks it.
+          const before = await typesOf()
+          if (db.name === 'sqlite' || days !== 90) t.same(before, ['login_failed', 'signup'], `events ${days + 1} and ${days - 1} days old`)
+          else t.ok(before.includes('login_failed'), `the ${days - 1}-day-old event is there`)
 
           time = now
           const pruned = await app.audit.prune()
