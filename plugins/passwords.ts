@@ -101,15 +101,11 @@ export function createPasswords (config: Pick<Config, 'ARGON2_MEMORY_KIB' | 'ARG
       return !stored.startsWith('$argon2id$') || !stored.includes(`$${paramString}$`)
     },
 
-    check,
-
     /** Throws 400 WEAK_PASSWORD, saying why, when the password breaks the policy. */
     enforce (password: string, identity: Identity = {}): void {
       const violation = check(password, identity)
       if (violation) throw new Errors.WeakPassword(POLICY_MESSAGES[violation](config.PASSWORD_MIN_LENGTH))
-    },
-
-    minLength: config.PASSWORD_MIN_LENGTH
+    }
   }
 }
 

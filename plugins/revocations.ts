@@ -85,9 +85,7 @@ async function createRevocations (fastify: FastifyInstance) {
       // The database has it now: a Redis outage delays other replicas (to their next resync), it does not fail the request.
       await redis?.publish(channel, JSON.stringify({ ids: sessionIds, until }))
         .catch((err) => fastify.log.warn({ err }, 'revocation not published; replicas pick it up at their next resync'))
-    },
-
-    size: () => revoked.size
+    }
   }
 }
 

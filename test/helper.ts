@@ -149,3 +149,16 @@ export function expectNoContent (t: Test, res: LightMyRequestResponse) {
 export function childEnv (): NodeJS.ProcessEnv {
   return { ...process.env, _TAPJS_PROCESSINFO_COV_EXCLUDE_: '/./' }
 }
+
+/** The headers two answers must share: all but the date and the request id. */
+export function comparableHeaders (res: LightMyRequestResponse): Record<string, unknown> {
+  const { date: _date, 'x-request-id': _id, ...headers } = res.headers
+  return headers
+}
+
+/** Asserts two answers are the same to the byte: status, body, and headers but the date and request id. */
+export function expectIdentical (t: Test, a: LightMyRequestResponse, b: LightMyRequestResponse, what: string) {
+  t.equal(a.statusCode, b.statusCode, `${what}: same status`)
+  t.equal(a.body, b.body, `${what}: byte-identical body`)
+  t.same(comparableHeaders(a), comparableHeaders(b), `${what}: same headers`)
+}

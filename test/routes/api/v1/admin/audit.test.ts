@@ -1,7 +1,7 @@
 import { randomUUID } from 'node:crypto'
-import type { FastifyInstance, LightMyRequestResponse } from 'fastify'
+import type { FastifyInstance } from 'fastify'
 import t, { type Test } from 'tap'
-import { bearer, build, databases, GOOD_PASSWORD, json, uniqueEmail } from '../../../../helper.js'
+import { bearer, build, databases, expectProblem, GOOD_PASSWORD, json, uniqueEmail } from '../../../../helper.js'
 import { startMailbox, tokenIn } from '../../../../mailbox.js'
 
 const EVENTS = '/api/v1/admin/audit-events'
@@ -25,12 +25,6 @@ const agent = () => `audit-test/${randomUUID()}`
 const sidOf = (token: string): string => JSON.parse(Buffer.from(token.split('.')[1], 'base64url').toString('utf8')).sid
 /** A password no other row can hold by chance. */
 const secret = () => `pw-${randomUUID()}-secret`
-
-function expectProblem (t: Test, res: LightMyRequestResponse, status: number, code: string) {
-  t.equal(res.statusCode, status, `status ${status}`)
-  t.match(res.headers['content-type'], /^application\/problem\+json/, 'problem+json')
-  t.equal(json(res).code, code, `code ${code}`)
-}
 
 const box = await startMailbox(t)
 

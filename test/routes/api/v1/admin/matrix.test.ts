@@ -1,8 +1,8 @@
 import { randomUUID } from 'node:crypto'
-import type { FastifyInstance, LightMyRequestResponse } from 'fastify'
-import t, { type Test } from 'tap'
+import type { FastifyInstance } from 'fastify'
+import t from 'tap'
 import type { Permission } from '../../../../../plugins/roles.js'
-import { bearer, build, databases, GOOD_PASSWORD, json, signup, uniqueEmail } from '../../../../helper.js'
+import { bearer, build, databases, expectProblem, GOOD_PASSWORD, json, signup, uniqueEmail } from '../../../../helper.js'
 
 const ADMIN = '/api/v1/admin'
 
@@ -55,12 +55,6 @@ const label = (route: Route) => `${route.method} ${route.path}`
 
 let roles = 0
 const uniqueRoleName = () => `mx-${process.pid.toString(36)}-${Date.now().toString(36)}-${++roles}`
-
-function expectProblem (t: Test, res: LightMyRequestResponse, status: number, code: string) {
-  t.equal(res.statusCode, status, `status ${status}`)
-  t.match(res.headers['content-type'], /^application\/problem\+json/, 'problem+json')
-  t.equal(json(res).code, code, `code ${code}`)
-}
 
 for (const db of databases) {
   t.test(db.name, async (t) => {

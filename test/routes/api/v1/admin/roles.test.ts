@@ -1,10 +1,9 @@
 import { mkdtempSync, rmSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
-import type { LightMyRequestResponse } from 'fastify'
 import t, { type Test } from 'tap'
 import { PERMISSIONS } from '../../../../../plugins/roles.js'
-import { bearer, build, databases, GOOD_PASSWORD, json, signup, uniqueEmail } from '../../../../helper.js'
+import { bearer, build, databases, expectProblem, GOOD_PASSWORD, json, signup, uniqueEmail } from '../../../../helper.js'
 
 const ROLES = '/api/v1/admin/roles'
 const USERS = '/api/v1/admin/users'
@@ -16,14 +15,6 @@ const ADMIN_PERMISSIONS = ['users:read', 'users:write', 'sessions:revoke', 'role
 const QUIET = { RATE_LIMIT_ENABLED: 'false', MAX_EVENT_LOOP_DELAY_MS: '0' }
 
 const claimsOf = (token: string) => JSON.parse(Buffer.from(token.split('.')[1], 'base64url').toString('utf8')) as Record<string, any>
-
-function expectProblem (t: Test, res: LightMyRequestResponse, status: number, code: string | string[]) {
-  t.equal(res.statusCode, status, `status ${status}`)
-  t.match(res.headers['content-type'], /^application\/problem\+json/, 'problem+json')
-  const codes = [code].flat()
-  t.ok(codes.includes(json(res).code), `code ${codes.join(' or ')} (got ${json(res).code})`)
-  return json(res)
-}
 
 let roleCount = 0
 const uniqueRoleName = () => `rt-${process.pid.toString(36)}-${Date.now().toString(36)}-${++roleCount}`

@@ -1,7 +1,6 @@
 import { randomUUID } from 'node:crypto'
-import type { LightMyRequestResponse } from 'fastify'
-import t, { type Test } from 'tap'
-import { bearer, build, databases, GOOD_PASSWORD, json, signup, uniqueEmail } from '../../../../helper.js'
+import t from 'tap'
+import { bearer, build, databases, expectProblem, GOOD_PASSWORD, json, signup, uniqueEmail } from '../../../../helper.js'
 
 const USERS = '/api/v1/admin/users'
 const ROLES = '/api/v1/admin/roles'
@@ -15,13 +14,6 @@ const FORWARD_AUTH = '/api/v1/auth/verify'
  * rate limits and the event-loop load shedding are not what these tests are about.
  */
 const QUIET = { RATE_LIMIT_ENABLED: 'false', MAX_EVENT_LOOP_DELAY_MS: '0' }
-
-function expectProblem (t: Test, res: LightMyRequestResponse, status: number, code: string) {
-  t.equal(res.statusCode, status, `status ${status}`)
-  t.match(res.headers['content-type'], /^application\/problem\+json/, 'problem+json')
-  t.equal(json(res).code, code, `code ${code}`)
-  return json(res)
-}
 
 let prefixes = 0
 /** An email prefix no other test (or run sharing PostgreSQL) uses. */

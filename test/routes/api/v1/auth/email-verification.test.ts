@@ -1,7 +1,7 @@
 import { createHash, randomBytes } from 'node:crypto'
 import type { FastifyInstance, LightMyRequestResponse } from 'fastify'
 import t, { type Test } from 'tap'
-import { build, databases, GOOD_PASSWORD, json, uniqueEmail } from '../../../../helper.js'
+import { build, databases, expectIdentical, expectProblem, GOOD_PASSWORD, json, uniqueEmail } from '../../../../helper.js'
 import { startMailbox, tokenIn, type ReceivedMail } from '../../../../mailbox.js'
 
 const SIGNUP = '/api/v1/auth/signup'
@@ -20,31 +20,6 @@ const NO_RATE_LIMIT = { RATE_LIMIT_ENABLED: 'false' }
 const post = (app: FastifyInstance, url: string, payload: Record<string, unknown>) => app.inject({ method: 'POST', url, payload })
 const sha256 = (token: string) => createHash('sha256').update(token).digest('base64url')
 const linkFor = (token: string) => VERIFY_URL.replace('{token}', token)
-
-function expectProblem (t: Test, res: LightMyRequestResponse, status: number, code: string) {
-  t.equal(res.statusCode, status, `status ${status}`)
-  t.match(res.headers['content-type'], /^application\/problem\+json/, 'content-type is problem+json')
-  const body = json(res)
-  t.equal(body.code, code, `code ${code}`)
-  t.equal(body.status, status, 'status in the body')
-  t.equal(body.request_id, res.headers['x-request-id'], 'request_id is the request id')
-  return body
-}
-
-/** Headers that must be the same between two answers: all but the date and the request id. */
-function comparableHeaders (res: LightMyRequestResponse) {
-  const headers: Record<string, unknown> = { ...res.headers }
-  delete headers.date
-  delete headers['x-request-id']
-  return headers
-}
-
-/** Asserts two answers are the same to the byte (status, body, headers but date and request id). */
-function expectIdentical (t: Test, a: LightMyRequestResponse, b: LightMyRequestResponse, what: string) {
-  t.equal(a.statusCode, b.statusCode, `${what}: same status`)
-  t.equal(a.body, b.body, `${what}: byte-identical body`)
-  t.same(comparableHeaders(a), comparableHeaders(b), `${what}: same headers`)
-}
 
 const box = await startMailbox(t)
 

@@ -1,7 +1,7 @@
 import { createHash, randomBytes } from 'node:crypto'
-import type { FastifyInstance, LightMyRequestResponse } from 'fastify'
+import type { FastifyInstance } from 'fastify'
 import t, { type Test } from 'tap'
-import { bearer, build, databases, GOOD_PASSWORD, json, uniqueEmail } from '../../../../helper.js'
+import { bearer, build, comparableHeaders, databases, expectProblem, GOOD_PASSWORD, json, uniqueEmail } from '../../../../helper.js'
 import { startMailbox, tokenIn, type ReceivedMail } from '../../../../mailbox.js'
 
 const SIGNUP = '/api/v1/auth/signup'
@@ -24,24 +24,6 @@ const post = (app: FastifyInstance, url: string, payload: Record<string, unknown
 const login = (app: FastifyInstance, email: string, password: string) => post(app, LOGIN, { email, password })
 const sha256 = (token: string) => createHash('sha256').update(token).digest('base64url')
 const linkFor = (token: string) => RESET_URL.replace('{token}', token)
-
-function expectProblem (t: Test, res: LightMyRequestResponse, status: number, code: string) {
-  t.equal(res.statusCode, status, `status ${status}`)
-  t.match(res.headers['content-type'], /^application\/problem\+json/, 'content-type is problem+json')
-  const body = json(res)
-  t.equal(body.code, code, `code ${code}`)
-  t.equal(body.status, status, 'status in the body')
-  t.equal(body.request_id, res.headers['x-request-id'], 'request_id is the request id')
-  return body
-}
-
-/** Headers that must be the same between two answers: all but the date and the request id. */
-function comparableHeaders (res: LightMyRequestResponse) {
-  const headers: Record<string, unknown> = { ...res.headers }
-  delete headers.date
-  delete headers['x-request-id']
-  return headers
-}
 
 const box = await startMailbox(t)
 

@@ -1,7 +1,7 @@
 import { createHash } from 'node:crypto'
-import type { FastifyInstance, LightMyRequestResponse } from 'fastify'
-import t, { type Test } from 'tap'
-import { bearer, build, databases, GOOD_PASSWORD, json, uniqueEmail } from '../../../../helper.js'
+import type { FastifyInstance } from 'fastify'
+import t from 'tap'
+import { bearer, build, databases, expectProblem, GOOD_PASSWORD, json, uniqueEmail } from '../../../../helper.js'
 import { startMailbox, tokenIn } from '../../../../mailbox.js'
 
 const SIGNUP = '/api/v1/auth/signup'
@@ -21,16 +21,6 @@ const post = (app: FastifyInstance, url: string, payload: Record<string, unknown
   app.inject({ method: 'POST', url, payload, headers })
 const login = (app: FastifyInstance, email: string, password = GOOD_PASSWORD) => post(app, LOGIN, { email, password })
 const sha256 = (token: string) => createHash('sha256').update(token).digest('base64url')
-
-function expectProblem (t: Test, res: LightMyRequestResponse, status: number, code: string) {
-  t.equal(res.statusCode, status, `status ${status}`)
-  t.match(res.headers['content-type'], /^application\/problem\+json/, 'content-type is problem+json')
-  const body = json(res)
-  t.equal(body.code, code, `code ${code}`)
-  t.equal(body.status, status, 'status in the body')
-  t.equal(body.request_id, res.headers['x-request-id'], 'request_id is the request id')
-  return body
-}
 
 const box = await startMailbox(t)
 
