@@ -20,6 +20,7 @@ import loadShedding from './plugins/load-shedding.js'
 import logging from './plugins/logging.js'
 import loginThrottle from './plugins/login-throttle.js'
 import mailer from './plugins/mailer.js'
+import metrics from './plugins/metrics.js'
 import passwords from './plugins/passwords.js'
 import rateLimit from './plugins/rate-limit.js'
 import redis from './plugins/redis.js'
@@ -128,6 +129,7 @@ async function app (fastify: FastifyInstance, opts: AppOptions) {
   await fastify.register(docs)
   await fastify.register(db)
   await fastify.register(health)
+  await fastify.register(metrics)
   await fastify.register(loginThrottle)
   await fastify.register(background)
   await fastify.register(mailer)

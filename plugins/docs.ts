@@ -28,10 +28,14 @@ export default fp(async function docs (fastify) {
         { name: 'sessions', description: 'The signed-in user\'s sessions' },
         { name: 'keys', description: 'Public keys to verify access tokens' },
         { name: 'admin', description: 'Administration: users, roles, sessions, keys, the audit trail (permissions required)' },
-        { name: 'health', description: 'Liveness and readiness' }
+        { name: 'health', description: 'Liveness and readiness' },
+        { name: 'operations', description: 'Prometheus metrics' }
       ],
       components: {
-        securitySchemes: { bearerAuth: { type: 'http', scheme: 'bearer', bearerFormat: 'JWT' } }
+        securitySchemes: {
+          bearerAuth: { type: 'http', scheme: 'bearer', bearerFormat: 'JWT' },
+          metricsToken: { type: 'http', scheme: 'bearer', description: 'METRICS_TOKEN, when the operator set one' }
+        }
       }
     },
     // Shared schemas keep their $id as their name in components.schemas.

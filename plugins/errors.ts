@@ -6,6 +6,13 @@ import FindMyWay, { type HTTPMethod } from 'find-my-way'
 import { logRequest } from './logging.js'
 import type { Problem } from '../schemas/problem.js'
 
+declare module 'fastify' {
+  interface FastifyRequest {
+    /** The `code` of the problem this request was answered with, if any (for the metrics). */
+    problemCode: string | null
+  }
+}
+
 /** The service's own errors: each has a stable code, a status and a message safe to show. */
 export const Errors = {
   InvalidCredentials: createError('INVALID_CREDENTIALS', 'The email, username or password is not right.', 401),
@@ -36,6 +43,7 @@ export const Errors = {
   CannotModifySelf: createError('CANNOT_MODIFY_SELF', 'You cannot disable yourself, delete yourself here, or take away your own admin role.', 400),
   InvalidCursor: createError('INVALID_CURSOR', 'The cursor is not one this service gave out.', 400),
   RateLimited: createError('RATE_LIMITED', 'Too many requests; try again in %s seconds.', 429),
+  MetricsTokenRequired: createError('METRICS_TOKEN_REQUIRED', 'The metrics need the bearer token the operator configured (METRICS_TOKEN).', 401),
   Overloaded: createError('OVERLOADED', 'The service is busy; try again in a moment.', 503)
 }
 
@@ -86,6 +94,7 @@ export function toProblem (error: FastifyError, request: FastifyRequest): Proble
 }
 
 export function sendProblem (reply: FastifyReply, body: Problem, headers: Record<string, string> = {}) {
+  reply.request.problemCode = body.code
   return reply.code(body.status).headers({ 'x-request-id': body.request_id, ...headers }).type('application/problem+json').send(body)
 }
 
@@ -110,6 +119,7 @@ export function frameworkErrorHandler (error: FastifyError, request: FastifyRequ
 const METHODS: HTTPMethod[] = ['GET', 'HEAD', 'POST', 'PUT', 'PATCH', 'DELETE', 'OPTIONS']
 
 export default fp(async function errors (fastify) {
+  fastify.decorateRequest('problemCode', null)
   // First hook of all, so every answer carries the request id, whichever hook refuses it.
   fastify.addHook('onRequest', async (request, reply) => {
     reply.header('x-request-id', request.id)

@@ -2,10 +2,18 @@ import underPressure from '@fastify/under-pressure'
 import fp from 'fastify-plugin'
 import { retryLater } from './errors.js'
 
+declare module 'fastify' {
+  interface FastifyContextConfig {
+    /** false: this route answers even under pressure (health, metrics). */
+    shedLoad?: boolean
+  }
+}
+
 /**
  * Sheds load before it topples the process: above the configured event-loop
  * delay, heap or RSS, new requests get 503 OVERLOADED with Retry-After.
- * Health routes are exempt, so the orchestrator still sees the truth.
+ * Health and metrics routes are exempt (`config: { shedLoad: false }`), so
+ * the orchestrator and Prometheus still see the truth.
  */
 export default fp(async function loadShedding (fastify) {
   const { config } = fastify
@@ -16,7 +24,7 @@ export default fp(async function loadShedding (fastify) {
     exposeStatusRoute: false,
     // Resolving lets the request through; throwing answers it through the error handler.
     pressureHandler: async (request) => {
-      if (request.url.startsWith('/api/health') || request.url.startsWith('/health')) return
+      if (request.routeOptions.config?.shedLoad === false) return
       throw retryLater('Overloaded', 5)
     }
   })

@@ -9,10 +9,8 @@ declare module 'fastify' {
 }
 
 export interface Mailer {
-  /** Queues a mail and returns at once; sending, retries and failures happen off the caller's path. */
+  /** Queues a mail and returns at once; sending, retries and failures happen off the caller's path (counted in auth_mails_total). */
   send: (to: string, mail: Mail) => void
-  /** Mails sent and finally failed since start. */
-  stats: () => { sent: number, failed: number }
 }
 
 /** Waits before each retry: three more tries over about 7 seconds. */
@@ -21,7 +19,7 @@ const RETRY_DELAYS_MS = [500, 2000, 5000]
 export default fp(async function mailer (fastify) {
   const { config } = fastify
   const transport = config.SMTP_URL ? nodemailer.createTransport(config.SMTP_URL) : null
-  const stats = { sent: 0, failed: 0 }
+  const { mails } = fastify.metrics
   if (!transport && config.NODE_ENV === 'production') fastify.log.warn('SMTP_URL is not set: mails are not sent')
 
   async function deliver (to: string, mail: Mail) {
@@ -34,11 +32,11 @@ export default fp(async function mailer (fastify) {
     for (let attempt = 0; ; attempt++) {
       try {
         await transport.sendMail({ from: config.MAIL_FROM, to, ...mail })
-        stats.sent++
+        mails.inc({ result: 'sent' })
         return
       } catch (err) {
         if (attempt >= RETRY_DELAYS_MS.length) {
-          stats.failed++
+          mails.inc({ result: 'failed' })
           fastify.log.error({ err, mail: { subject: mail.subject } }, 'mail failed')
           return
         }
@@ -49,9 +47,8 @@ export default fp(async function mailer (fastify) {
   }
 
   fastify.decorate('mailer', {
-    send: (to, mail) => fastify.background.run('mail', () => deliver(to, mail)),
-    stats: () => ({ ...stats })
+    send: (to, mail) => fastify.background.run('mail', () => deliver(to, mail))
   })
 
   fastify.addHook('onClose', async () => transport?.close())
-}, { name: 'mailer', dependencies: ['config', 'background'] })
+}, { name: 'mailer', dependencies: ['config', 'background', 'metrics'] })

@@ -56,7 +56,19 @@ function boundedQueue (concurrency: number, queueLimit: number) {
   }
 }
 
-export function createPasswords (config: Pick<Config, 'ARGON2_MEMORY_KIB' | 'ARGON2_ITERATIONS' | 'ARGON2_PARALLELISM' | 'PASSWORD_MIN_LENGTH' | 'HASH_CONCURRENCY' | 'HASH_QUEUE_LIMIT'>) {
+type HashTimer = (operation: 'hash' | 'verify', seconds: number) => void
+
+/** Runs an argon2 call and tells `timed` how long it took. */
+async function timedAs<T> (operation: 'hash' | 'verify', timed: HashTimer, work: () => Promise<T>): Promise<T> {
+  const start = performance.now()
+  try {
+    return await work()
+  } finally {
+    timed(operation, (performance.now() - start) / 1000)
+  }
+}
+
+export function createPasswords (config: Pick<Config, 'ARGON2_MEMORY_KIB' | 'ARGON2_ITERATIONS' | 'ARGON2_PARALLELISM' | 'PASSWORD_MIN_LENGTH' | 'HASH_CONCURRENCY' | 'HASH_QUEUE_LIMIT'>, timed: HashTimer = () => {}) {
   // @node-rs/argon2 hashes with argon2id unless told otherwise (its Algorithm is a const enum TS cannot import here).
   const params = {
     memoryCost: config.ARGON2_MEMORY_KIB,
@@ -68,7 +80,7 @@ export function createPasswords (config: Pick<Config, 'ARGON2_MEMORY_KIB' | 'ARG
   const queued = boundedQueue(config.HASH_CONCURRENCY, config.HASH_QUEUE_LIMIT)
 
   function hashPassword (password: string): Promise<string> {
-    return queued(() => hash(normalizePassword(password), params))
+    return queued(() => timedAs('hash', timed, () => hash(normalizePassword(password), params)))
   }
 
   /** The policy: length in characters after NFKC, not common, not the account's own email or username. */
@@ -92,7 +104,7 @@ export function createPasswords (config: Pick<Config, 'ARGON2_MEMORY_KIB' | 'ARG
     /** Verifies against `stored`, or against a dummy hash when there is no account, so both take the same time. */
     async verify (stored: string | undefined, password: string): Promise<boolean> {
       const target = stored ?? await dummyHash
-      const ok = await queued(() => verify(target, normalizePassword(password)).catch(() => false))
+      const ok = await queued(() => timedAs('verify', timed, () => verify(target, normalizePassword(password)).catch(() => false)))
       return ok && stored !== undefined
     },
 
@@ -110,5 +122,6 @@ export function createPasswords (config: Pick<Config, 'ARGON2_MEMORY_KIB' | 'ARG
 }
 
 export default fp(async function passwords (fastify) {
-  fastify.decorate('passwords', createPasswords(fastify.config))
-}, { name: 'passwords', dependencies: ['config'] })
+  const { passwordHashing } = fastify.metrics
+  fastify.decorate('passwords', createPasswords(fastify.config, (operation, seconds) => passwordHashing.observe({ operation }, seconds)))
+}, { name: 'passwords', dependencies: ['config', 'metrics'] })

@@ -38,7 +38,7 @@ const isPast = (time: Date | string, now: Date) => new Date(time).getTime() <= n
 const MAX_GRACE_HOPS = 8
 
 function createSessions (fastify: FastifyInstance) {
-  const { db, tokens, config, revocations, audit, roles } = fastify
+  const { db, tokens, config, revocations, audit, roles, metrics } = fastify
 
   /** The pair for a session; the access token carries the user's roles as they are now. */
   async function issue (user: UserRow, sessionId: string, refreshToken: string): Promise<IssuedTokens> {
@@ -58,6 +58,7 @@ function createSessions (fastify: FastifyInstance) {
   async function revoke (userId: string, reason: string, opts: { only?: string, except?: string } = {}, client?: ClientInfo): Promise<string[]> {
     const ids = await revokeSessions(db, userId, fastify.now().toISOString(), reason, opts)
     await revocations.add(ids)
+    metrics.revocations.inc({ reason }, ids.length)
     if (client && ids.length > 0) {
       await audit.record({ type: reason === 'logout' ? 'logout' : 'sessions_ended', userId, sessionId: opts.only ?? null, client, detail: { reason, sessions: ids.length } })
     }
@@ -75,6 +76,7 @@ function createSessions (fastify: FastifyInstance) {
     // Theft when rotated more than the grace ago; with a grace of 0, any replay at all.
     const grace = config.REFRESH_REUSE_GRACE_SECONDS * 1000
     if (grace === 0 || now.getTime() - rotatedAt.getTime() > grace) {
+      metrics.refreshReuse.inc()
       const ended = await revoke(row.user_id, 'refresh_token_reused', { only: row.session_id })
       await audit.record({ type: 'refresh_token_reused', userId: row.user_id, sessionId: row.session_id, client, detail: { rotated_at: rotatedAt.toISOString(), session_ended: ended.length > 0 } })
       throw new Errors.RefreshTokenReused()
@@ -155,4 +157,4 @@ function createSessions (fastify: FastifyInstance) {
 
 export default fp(async function sessions (fastify) {
   fastify.decorate('sessions', createSessions(fastify))
-}, { name: 'sessions', dependencies: ['config', 'db', 'tokens', 'revocations', 'audit', 'roles'] })
+}, { name: 'sessions', dependencies: ['config', 'db', 'tokens', 'revocations', 'audit', 'roles', 'metrics'] })

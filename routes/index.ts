@@ -20,6 +20,7 @@ const root: FastifyPluginAsyncTypebox = async (fastify) => {
 
   // The original service's health path: readiness, with its `database` field.
   fastify.get('/health', {
+    config: { shedLoad: false },
     schema: {
       operationId: 'health',
       tags: ['health'],

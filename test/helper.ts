@@ -162,3 +162,33 @@ export function expectIdentical (t: Test, a: LightMyRequestResponse, b: LightMyR
   t.equal(a.body, b.body, `${what}: byte-identical body`)
   t.same(comparableHeaders(a), comparableHeaders(b), `${what}: same headers`)
 }
+
+export interface Sample { name: string, labels: Record<string, string>, value: number }
+
+const SAMPLE_LINE = /^([a-zA-Z_:][a-zA-Z0-9_:]*)(?:\{(.*)\})? (\S+)$/
+const LABEL = /([a-zA-Z_][a-zA-Z0-9_]*)="((?:[^"\\]|\\.)*)"/g
+
+/** Parses the Prometheus text exposition format; throws on a line it cannot read. */
+export function parseMetrics (text: string): Sample[] {
+  return text.split('\n').filter((line) => line !== '' && !line.startsWith('#')).map((line) => {
+    const match = SAMPLE_LINE.exec(line)
+    if (!match) throw new Error(`not a sample line: ${line}`)
+    const labels: Record<string, string> = {}
+    for (const [, key, raw] of (match[2] ?? '').matchAll(LABEL)) labels[key] = raw.replace(/\\(.)/g, (_, c) => (c === 'n' ? '\n' : c))
+    return { name: match[1], labels, value: Number(match[3]) }
+  })
+}
+
+/** Scrapes GET /metrics (with `token` as the bearer, if given) and parses it. */
+export async function scrape (fastify: FastifyInstance, token?: string): Promise<Sample[]> {
+  const res = await fastify.inject({ method: 'GET', url: '/metrics', headers: token ? bearer(token) : {} })
+  if (res.statusCode !== 200) throw new Error(`GET /metrics answered ${res.statusCode}`)
+  return parseMetrics(res.body)
+}
+
+/** The sum of a metric's samples whose labels include `labels`, from a fresh scrape. */
+export async function metricValue (fastify: FastifyInstance, name: string, labels: Record<string, string> = {}): Promise<number> {
+  return (await scrape(fastify))
+    .filter((s) => s.name === name && Object.entries(labels).every(([k, v]) => s.labels[k] === v))
+    .reduce((sum, s) => sum + s.value, 0)
+}

@@ -105,3 +105,12 @@ export function listLiveSessions (db: Db, userId: string, now: string): Promise<
     .orderBy('id')
     .execute()
 }
+
+/** Sessions neither revoked nor past their absolute expiry, across all users (the metrics gauge). */
+export async function countActiveSessions (db: Db, now: string): Promise<number> {
+  const row = await db.selectFrom('sessions')
+    .select((eb) => eb.fn.countAll<number | string | bigint>().as('count'))
+    .where('revoked_at', 'is', null).where('expires_at', '>', now)
+    .executeTakeFirstOrThrow()
+  return Number(row.count)
+}

@@ -4,7 +4,8 @@ import t, { type Test } from 'tap'
 import { build, expectProblem, GOOD_PASSWORD, signup, uniqueEmail } from '../helper.js'
 
 const LOGIN = '/api/v1/auth/login'
-const HEALTH_ROUTES = ['/api/health', '/api/health/ready', '/health']
+/** Routes that answer under pressure (`config: { shedLoad: false }`), so operators still see the truth. */
+const HEALTH_ROUTES = ['/api/health', '/api/health/ready', '/health', '/metrics']
 
 /** A whole number of seconds in a header, or NaN. */
 const seconds = (value: unknown) => (typeof value === 'string' && /^\d+$/.test(value) ? Number(value) : NaN)
@@ -40,7 +41,7 @@ async function overloadEventLoop (app: FastifyInstance, limit: number): Promise<
   return null
 }
 
-t.test('event-loop delay above MAX_EVENT_LOOP_DELAY_MS: 503 OVERLOADED, health still answers', async (t) => {
+t.test('event-loop delay above MAX_EVENT_LOOP_DELAY_MS: 503 OVERLOADED, health and metrics still answer', async (t) => {
   const app = await build(t, { env: { MAX_EVENT_LOOP_DELAY_MS: '10' } })
   const delay = await overloadEventLoop(app, 10)
   t.ok(delay, `under-pressure saw the delay (${delay?.toFixed(0)} ms)`)
@@ -51,7 +52,7 @@ t.test('event-loop delay above MAX_EVENT_LOOP_DELAY_MS: 503 OVERLOADED, health s
   for (const [i, res] of health.entries()) t.equal(res.statusCode, 200, `${HEALTH_ROUTES[i]} still answers 200`)
 })
 
-t.test('heap above MAX_HEAP_USED_BYTES: every request but health is 503 OVERLOADED', async (t) => {
+t.test('heap above MAX_HEAP_USED_BYTES: every request but health and metrics is 503 OVERLOADED', async (t) => {
   const app = await build(t, { env: { MAX_HEAP_USED_BYTES: '1', MAX_EVENT_LOOP_DELAY_MS: '0' } })
   // Wait for the first sample (once a second), at most 3 s.
   for (let i = 0; i < 60 && app.memoryUsage().heapUsed === 0; i++) await sleep(50)

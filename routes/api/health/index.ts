@@ -4,6 +4,7 @@ import { Type } from 'typebox'
 const health: FastifyPluginAsyncTypebox = async (fastify) => {
   fastify.get('/', {
     prefixTrailingSlash: 'no-slash',
+    config: { shedLoad: false },
     schema: {
       operationId: 'liveness',
       tags: ['health'],
@@ -13,6 +14,7 @@ const health: FastifyPluginAsyncTypebox = async (fastify) => {
   }, async () => fastify.health.liveness())
 
   fastify.get('/ready', {
+    config: { shedLoad: false },
     schema: {
       operationId: 'readiness',
       tags: ['health'],

@@ -6,7 +6,7 @@ import { clientOf } from '../../../../plugins/sessions.js'
 
 const auth: FastifyPluginAsyncTypebox = async (fastify) => {
   fastify.post('/signup', {
-    config: { rateLimit: fastify.limits.signup },
+    config: { rateLimit: fastify.limits.signup, outcome: 'signups' },
     schema: {
       operationId: 'signup',
       tags: ['auth'],
@@ -22,7 +22,7 @@ const auth: FastifyPluginAsyncTypebox = async (fastify) => {
   })
 
   fastify.post('/login', {
-    config: { rateLimit: fastify.limits.login },
+    config: { rateLimit: fastify.limits.login, outcome: 'logins' },
     schema: {
       operationId: 'login',
       tags: ['auth'],
@@ -34,7 +34,7 @@ const auth: FastifyPluginAsyncTypebox = async (fastify) => {
   }, async (request) => fastify.accounts.login(request.body, clientOf(request)))
 
   fastify.post('/refresh', {
-    config: { rateLimit: fastify.limits.refresh },
+    config: { rateLimit: fastify.limits.refresh, outcome: 'refreshes' },
     schema: {
       operationId: 'refresh',
       tags: ['auth'],

@@ -1,0 +1,27 @@
+import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox'
+import { Type } from 'typebox'
+import { problems } from '../../schemas/problem.js'
+
+const metrics: FastifyPluginAsyncTypebox = async (fastify) => {
+  fastify.get('/', {
+    prefixTrailingSlash: 'no-slash',
+    // Prometheus must see an overloaded or busy service too.
+    config: { rateLimit: false, shedLoad: false },
+    schema: {
+      operationId: 'metrics',
+      tags: ['operations'],
+      summary: 'Prometheus metrics (text exposition format)',
+      description: 'Open unless METRICS_TOKEN is set; then it needs `Authorization: Bearer <METRICS_TOKEN>`. README lists every metric.',
+      security: [{}, { metricsToken: [] }],
+      response: {
+        200: { description: 'The metrics', content: { 'text/plain': { schema: Type.String() } } },
+        ...problems(401)
+      }
+    }
+  }, async (request, reply) => {
+    fastify.metrics.authorize(request)
+    return reply.type(fastify.metrics.contentType).send(await fastify.metrics.text())
+  })
+}
+
+export default metrics
