@@ -28,6 +28,7 @@ import revocations from './plugins/revocations.js'
 import roles from './plugins/roles.js'
 import security from './plugins/security.js'
 import sessions from './plugins/sessions.js'
+import shutdown from './plugins/shutdown.js'
 import tokens from './plugins/tokens.js'
 import type { Config } from './schemas/config.js'
 import { sharedSchemas } from './schemas/common.js'
@@ -122,6 +123,7 @@ async function app (fastify: FastifyInstance, opts: AppOptions) {
 
   await fastify.register(config, opts)
   await fastify.register(errors)
+  await fastify.register(shutdown)
   await fastify.register(loadShedding)
   await fastify.register(security)
   await fastify.register(redis)

@@ -19,10 +19,15 @@ try {
 const server = Fastify(serverOptions(config))
 await server.register(app, { config })
 
-closeWithGrace({ delay: 10_000 }, async ({ signal, err }) => {
+// On SIGTERM/SIGINT: stop accepting, let in-flight requests finish, then close the database and Redis (onClose hooks).
+closeWithGrace({
+  delay: config.SHUTDOWN_TIMEOUT_SECONDS * 1000,
+  onTimeout: (delay) => server.log.error({ delay_ms: delay }, 'in-flight requests outlived the shutdown timeout; exiting')
+}, async ({ signal, err }) => {
   if (err) server.log.error({ err }, 'closing after an error')
   else server.log.info({ signal }, 'closing')
   await server.close()
+  server.log.info('closed')
 })
 
 try {

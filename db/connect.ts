@@ -37,15 +37,3 @@ export async function migrateToLatest (db: Kysely<Database>, kind: DatabaseKind)
   if (error) throw error instanceof Error ? error : new Error(String(error))
   return (results ?? []).filter((r) => r.status === 'Success').map((r) => r.migrationName)
 }
-
-/** True when the database answers a trivial query within `timeoutMs`. */
-export async function ping (db: Kysely<Database>, timeoutMs: number): Promise<boolean> {
-  let timer: NodeJS.Timeout | undefined
-  const timeout = new Promise<boolean>((resolve) => { timer = setTimeout(() => resolve(false), timeoutMs) })
-  const query = sql`select 1`.execute(db).then(() => true, () => false)
-  try {
-    return await Promise.race([query, timeout])
-  } finally {
-    clearTimeout(timer)
-  }
-}

@@ -1,14 +1,12 @@
 import fp from 'fastify-plugin'
 import type { Kysely } from 'kysely'
-import { migrateToLatest, openDatabase, ping, type DatabaseKind } from '../db/connect.js'
+import { migrateToLatest, openDatabase, type DatabaseKind } from '../db/connect.js'
 import type { Database } from '../db/types.js'
 
 declare module 'fastify' {
   interface FastifyInstance {
     db: Kysely<Database>
     dbKind: DatabaseKind
-    /** True when the database answers within the timeout (readiness). */
-    dbReady: (timeoutMs?: number) => Promise<boolean>
   }
 }
 
@@ -19,5 +17,4 @@ export default fp(async function db (fastify) {
   if (applied.length > 0) fastify.log.info({ migrations: applied }, 'database migrated')
   fastify.decorate('db', db)
   fastify.decorate('dbKind', kind)
-  fastify.decorate('dbReady', (timeoutMs = 1000) => ping(db, timeoutMs))
 }, { name: 'db', dependencies: ['config'] })

@@ -1,4 +1,5 @@
 import fp from 'fastify-plugin'
+import { sql } from 'kysely'
 import pkg from '../package.json' with { type: 'json' }
 
 declare module 'fastify' {
@@ -6,7 +7,7 @@ declare module 'fastify' {
     health: {
       /** Alive: touches nothing outside the process. */
       liveness: () => HealthReport
-      /** Ready: the database answers within a short timeout. */
+      /** Ready: the database, and Redis when configured, answer within a short timeout. */
       readiness: () => Promise<HealthReport>
       /** Answers a readiness request: 200 when ready, else 503, with the report. */
       answerReadiness: (reply: FastifyReply) => Promise<FastifyReply>
@@ -14,26 +15,46 @@ declare module 'fastify' {
   }
 }
 
+type Status = 'ok' | 'unavailable'
+
 export interface HealthReport {
-  status: 'ok' | 'unavailable'
+  status: Status
   service: string
   version: string
-  database?: 'ok' | 'unavailable'
+  database?: Status
+  redis?: Status
 }
 
+/** Short: an orchestrator probes often, and a dependency slower than this is as good as down. */
 const READINESS_TIMEOUT_MS = 1000
 
+/** 'ok' when `check` settles successfully within the timeout. */
+async function statusOf (check: () => Promise<unknown>): Promise<Status> {
+  let timer: NodeJS.Timeout | undefined
+  const timeout = new Promise<Status>((resolve) => { timer = setTimeout(resolve, READINESS_TIMEOUT_MS, 'unavailable') })
+  try {
+    return await Promise.race([check().then(() => 'ok' as const, () => 'unavailable' as const), timeout])
+  } finally {
+    clearTimeout(timer)
+  }
+}
+
 export default fp(async function health (fastify) {
+  const { db, redis } = fastify
   const base = { service: pkg.name, version: pkg.version }
+  // A disconnected client would queue the ping until it reconnects: not ready, at once.
+  const redisStatus = async () => redis!.status === 'ready' ? statusOf(() => redis!.ping()) : 'unavailable' as const
+
   fastify.decorate('health', {
     liveness: () => ({ status: 'ok' as const, ...base }),
     async readiness () {
-      const database = await fastify.dbReady(READINESS_TIMEOUT_MS) ? 'ok' as const : 'unavailable' as const
-      return { status: database, ...base, database }
+      const [database, redisReport] = await Promise.all([statusOf(() => sql`select 1`.execute(db)), redis ? redisStatus() : undefined])
+      const ready = database === 'ok' && redisReport !== 'unavailable'
+      return { status: ready ? 'ok' : 'unavailable', ...base, database, ...(redisReport && { redis: redisReport }) }
     },
     async answerReadiness (reply) {
       const report = await fastify.health.readiness()
       return reply.code(report.status === 'ok' ? 200 : 503).send(report)
     }
   })
-}, { name: 'health', dependencies: ['db'] })
+}, { name: 'health', dependencies: ['db', 'redis'] })

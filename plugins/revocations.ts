@@ -1,6 +1,7 @@
 import type { FastifyInstance } from 'fastify'
 import fp from 'fastify-plugin'
 import { insertRevocations, listRevocations, pruneRevocations } from '../db/queries/revocations.js'
+import { closeRedis } from './redis.js'
 
 declare module 'fastify' {
   interface FastifyInstance {
@@ -65,7 +66,7 @@ async function createRevocations (fastify: FastifyInstance) {
 
   fastify.addHook('onClose', async () => {
     clearInterval(timer)
-    await subscriber?.quit()
+    if (subscriber) await closeRedis(subscriber)
   })
 
   return {

@@ -2,6 +2,7 @@ import type { FastifyInstance, FastifyRequest } from 'fastify'
 import fp from 'fastify-plugin'
 import { deleteRole, insertRole, listRoles, rolesOfUser, seedRoles, updateRole, type RoleWithPermissions } from '../db/queries/roles.js'
 import { Errors } from './errors.js'
+import { closeRedis } from './redis.js'
 
 declare module 'fastify' {
   interface FastifyInstance {
@@ -60,7 +61,7 @@ async function createRoles (fastify: FastifyInstance) {
   timer.unref()
   fastify.addHook('onClose', async () => {
     clearInterval(timer)
-    await subscriber?.quit()
+    if (subscriber) await closeRedis(subscriber)
   })
 
   function checkPermissions (permissions: string[]) {

@@ -6,7 +6,8 @@ export const HealthSchema = Type.Object({
   status: Status,
   service: Type.String(),
   version: Type.String(),
-  database: Type.Optional(Status)
+  database: Type.Optional(Status),
+  redis: Type.Optional(Status)
 }, { $id: 'Health', title: 'Health', additionalProperties: false })
 
 export const JwksSchema = Type.Object({

@@ -1,6 +1,9 @@
+import { spawn, spawnSync, type ChildProcess } from 'node:child_process'
+import { once } from 'node:events'
 import { mkdtempSync, rmSync } from 'node:fs'
-import type { AddressInfo } from 'node:net'
+import { createServer, type AddressInfo } from 'node:net'
 import { tmpdir } from 'node:os'
+import { setTimeout as sleep } from 'node:timers/promises'
 import { join } from 'node:path'
 import Fastify, { type FastifyInstance, type LightMyRequestResponse } from 'fastify'
 import type { Test } from 'tap'
@@ -191,4 +194,28 @@ export async function metricValue (fastify: FastifyInstance, name: string, label
   return (await scrape(fastify))
     .filter((s) => s.name === name && Object.entries(labels).every(([k, v]) => s.labels[k] === v))
     .reduce((sum, s) => sum + s.value, 0)
+}
+
+/** Whether redis-server is installed, for tests that run a Redis of their own. */
+export const hasRedisServer = spawnSync('redis-server', ['--version']).status === 0
+
+/** A loopback port nobody listens on (at the moment of asking). */
+export async function freePort (): Promise<number> {
+  const server = createServer().listen(0, '127.0.0.1')
+  await once(server, 'listening')
+  const { port } = server.address() as { port: number }
+  server.close()
+  await once(server, 'close')
+  return port
+}
+
+/** A Redis of the test's own on `port` (no persistence), killed when the test ends. */
+export async function startRedis (t: Test, port: number): Promise<ChildProcess> {
+  const redis = spawn('redis-server', ['--port', String(port), '--bind', '127.0.0.1', '--save', '', '--appendonly', 'no'], { env: childEnv(), stdio: 'pipe' })
+  t.teardown(() => { redis.kill('SIGKILL') })
+  let output = ''
+  redis.stdout!.on('data', (chunk) => { output += chunk })
+  for (let i = 0; i < 100 && !output.includes('Ready to accept connections'); i++) await sleep(50)
+  t.match(output, /Ready to accept connections/, `redis-server is up on ${port}`)
+  return redis
 }

@@ -1,4 +1,3 @@
-import { createServer } from 'node:net'
 import { Writable } from 'node:stream'
 import Fastify, { type FastifyInstance } from 'fastify'
 import { simpleParser } from 'mailparser'
@@ -6,7 +5,7 @@ import { SMTPServer } from 'smtp-server'
 import t, { type Test } from 'tap'
 import app, { serverOptions } from '../../app.js'
 import { ConfigError, loadConfig } from '../../plugins/config.js'
-import { databases, GOOD_PASSWORD, json, metricValue, uniqueEmail } from '../helper.js'
+import { databases, freePort, GOOD_PASSWORD, json, metricValue, uniqueEmail } from '../helper.js'
 import { tokenIn, type ReceivedMail } from '../mailbox.js'
 
 const SIGNUP = '/api/v1/auth/signup'
@@ -46,14 +45,6 @@ async function buildLogged (t: Test, env: Record<string, string>): Promise<{ app
 /** auth_mails_total, as Prometheus would read it. */
 async function mailCounts (app: FastifyInstance) {
   return { sent: await metricValue(app, 'auth_mails_total', { result: 'sent' }), failed: await metricValue(app, 'auth_mails_total', { result: 'failed' }) }
-}
-
-async function closedPort (): Promise<number> {
-  const server = createServer()
-  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve))
-  const { port } = server.address() as { port: number }
-  await new Promise<void>((resolve) => server.close(() => resolve()))
-  return port
 }
 
 /** An SMTP server on loopback that refuses the first `failures` mails with a temporary error, then accepts. */
@@ -134,7 +125,7 @@ for (const db of databases) {
     })
 
     t.test('a failed send does not fail the answer; it is retried, logged and counted', async (t) => {
-      const port = await closedPort()
+      const port = await freePort()
       const { app, logs } = await buildLogged(t, { NODE_ENV: 'test', DATABASE_URL: db.url, SMTP_URL: `smtp://127.0.0.1:${port}` })
       const email = uniqueEmail('unsent')
       const res = await signup(app, email)

@@ -18,7 +18,7 @@ const health: FastifyPluginAsyncTypebox = async (fastify) => {
     schema: {
       operationId: 'readiness',
       tags: ['health'],
-      summary: 'Readiness: 200 when the database answers, else 503',
+      summary: 'Readiness: 200 when the database (and Redis, when configured) answer, else 503',
       response: { 200: Type.Ref('Health'), 503: Type.Ref('Health') }
     }
   }, async (_request, reply) => fastify.health.answerReadiness(reply))
