@@ -40,8 +40,8 @@ export default fp(async function authenticate (fastify) {
   fastify.addHook('onRoute', (route) => {
     const mode = route.config?.auth
     if (!mode) {
-      // Public: say so, so the document does not inherit a requirement.
-      route.schema = { ...route.schema, security: [] }
+      // Public (unless the route declares its own scheme, as /metrics does): say so, so the document does not inherit a requirement.
+      route.schema = { ...route.schema, security: route.schema?.security ?? [] }
       return
     }
     // An empty requirement makes the bearer optional in the document.

@@ -43,7 +43,7 @@ function createSessions (fastify: FastifyInstance) {
   /** The pair for a session; the access token carries the user's roles as they are now. */
   async function issue (user: UserRow, sessionId: string, refreshToken: string): Promise<IssuedTokens> {
     return {
-      access_token: tokens.signAccessToken({ sub: user.id, sid: sessionId, roles: await roles.of(user.id) }),
+      access_token: await tokens.signAccessToken({ sub: user.id, sid: sessionId, roles: await roles.of(user.id) }),
       token_type: 'Bearer',
       expires_in: tokens.accessTtl,
       refresh_token: refreshToken

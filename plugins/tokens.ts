@@ -1,7 +1,7 @@
-import { createCipheriv, createDecipheriv, createHash, createHmac, createPrivateKey, createPublicKey, generateKeyPair, hkdfSync, randomBytes, randomUUID, type JsonWebKey, type KeyObject } from 'node:crypto'
+import { createCipheriv, createDecipheriv, createHash, createHmac, createPrivateKey, createPublicKey, generateKeyPair, hkdfSync, randomBytes, randomUUID, sign, type JsonWebKey, type KeyObject } from 'node:crypto'
 import { readFileSync } from 'node:fs'
 import { promisify } from 'node:util'
-import { createDecoder, createSigner, createVerifier } from 'fast-jwt'
+import { createDecoder, createVerifier } from 'fast-jwt'
 import type { FastifyBaseLogger } from 'fastify'
 import fp from 'fastify-plugin'
 import type { Kysely } from 'kysely'
@@ -175,24 +175,52 @@ export async function rotateKeys (config: Config, db: Kysely<Database>, now: Dat
 
 const sha256 = (value: string) => createHash('sha256').update(value).digest('base64url')
 const decodeHeader = createDecoder({ complete: true })
+const base64url = (value: object) => Buffer.from(JSON.stringify(value)).toString('base64url')
+const signInThreadPool = promisify(sign)
 
-/** Signer, verifiers and JWKS for one set of keys; replaced whole when the keys change. */
-function keyring (keys: SigningKey[], issuer: string, audience: string, ttlSeconds: number) {
+/** Verified tokens kept per key (fast-jwt's LRU, keyed by a hash of the token), each until it expires. */
+const VERIFIED_CACHE_SIZE = 10_000
+
+/**
+ * Signs with the key's algorithm. Asymmetric signatures are computed in
+ * libuv's thread pool (crypto.sign with a callback): an RS256 signature costs
+ * about 0.5 ms of CPU, which on the event loop would cap sign-ins and
+ * refreshes at one core.
+ */
+function signer (key: SigningKey, issuer: string, audience: string, ttlSeconds: number) {
+  const header = base64url({ alg: key.algorithm, typ: 'JWT', kid: key.kid })
+  const privateKey = key.algorithm === 'HS256' ? null : createPrivateKey(key.privateKey)
+  const options = key.algorithm === 'ES256' ? { key: privateKey!, dsaEncoding: 'ieee-p1363' as const } : privateKey!
+  return async (claims: Record<string, unknown> & { iat: number }): Promise<string> => {
+    const input = `${header}.${base64url({ ...claims, exp: claims.iat + ttlSeconds, iss: issuer, aud: audience })}`
+    const signature = key.algorithm === 'HS256'
+      ? createHmac('sha256', key.privateKey).update(input).digest()
+      : await signInThreadPool(key.algorithm === 'EdDSA' ? null : 'sha256', Buffer.from(input), options)
+    return `${input}.${signature.toString('base64url')}`
+  }
+}
+
+type Verifier = (token: string) => AccessClaims
+
+/** Signer, verifiers and JWKS for one set of keys; replaced whole when the keys change (verifiers, and their caches, carry over by kid). */
+function keyring (keys: SigningKey[], issuer: string, audience: string, ttlSeconds: number, previous?: Map<string, Verifier>) {
   const [active] = keys
   // Sorted, so the ETag changes only when the set of keys does.
   const jwks = { keys: keys.flatMap((k) => (k.publicJwk ? [k.publicJwk] : [])).sort((a, b) => a.kid.localeCompare(b.kid)) }
   return {
     activeKid: active.kid,
-    sign: createSigner({ key: active.privateKey, algorithm: active.algorithm, kid: active.kid, iss: issuer, aud: audience, expiresIn: ttlSeconds * 1000 }),
+    sign: signer(active, issuer, audience, ttlSeconds),
     // One verifier per key, each allowing exactly the configured algorithm: no `none`, no HS256 signed with a public key.
-    verifiers: new Map(keys.map((k) => [k.kid, createVerifier({
+    verifiers: new Map(keys.map((k) => [k.kid, previous?.get(k.kid) ?? createVerifier({
       key: k.publicKey,
       algorithms: [k.algorithm],
       allowedIss: issuer,
       allowedAud: audience,
       requiredClaims: ['sub', 'sid', 'jti', 'iat', 'exp'],
-      ignoreExpiration: true // checked against the service clock
-    })])),
+      ignoreExpiration: true, // checked against the service clock, on every use, cached or not
+      cache: VERIFIED_CACHE_SIZE,
+      cacheTTL: ttlSeconds * 1000
+    }) as Verifier])),
     jwks,
     etag: `"${sha256(JSON.stringify(jwks))}"`
   }
@@ -201,13 +229,13 @@ function keyring (keys: SigningKey[], issuer: string, audience: string, ttlSecon
 export async function createTokens (config: Config, db: Kysely<Database>, now: () => Date, log: FastifyBaseLogger) {
   const issuer = config.JWT_ISSUER ?? config.PUBLIC_URL
   const configured = configuredKey(config)
-  const load = async () => keyring(configured ? [configured] : await storedKeys(config, db, now()), issuer, config.JWT_AUDIENCE, config.ACCESS_TOKEN_TTL_SECONDS)
+  const load = async (previous?: Map<string, Verifier>) => keyring(configured ? [configured] : await storedKeys(config, db, now()), issuer, config.JWT_AUDIENCE, config.ACCESS_TOKEN_TTL_SECONDS, previous)
   let ring = await load()
   // A successor is derived, not random, so a request racing the rotation of the same token gets the same successor.
   const successorKey = Buffer.from(hkdfSync('sha256', config.KEY_ENCRYPTION_SECRET, 'auth-service', 'refresh-token-successor', 32))
 
   async function reload () {
-    ring = await load()
+    ring = await load(ring.verifiers)
   }
 
   const timer = configured ? undefined : setInterval(() => { reload().catch((err) => log.warn({ err }, 'signing keys reload failed')) }, keyTimes(config).reloadMs)
@@ -217,8 +245,8 @@ export async function createTokens (config: Config, db: Kysely<Database>, now: (
     accessTtl: config.ACCESS_TOKEN_TTL_SECONDS,
     activeKid: () => ring.activeKid,
 
-    signAccessToken (claims: { sub: string, sid: string, roles: string[] }): string {
-      // iat from the service clock; fast-jwt adds exp = iat + the access-token lifetime.
+    signAccessToken (claims: { sub: string, sid: string, roles: string[] }): Promise<string> {
+      // iat from the service clock; exp = iat + the access-token lifetime.
       return ring.sign({ ...claims, jti: randomUUID(), iat: Math.floor(now().getTime() / 1000) })
     },
 
@@ -233,8 +261,8 @@ export async function createTokens (config: Config, db: Kysely<Database>, now: (
         throw new Errors.InvalidAccessToken()
       }
       if (typeof claims.exp !== 'number' || claims.exp * 1000 <= now().getTime()) throw new Errors.AccessTokenExpired()
-      if (!Array.isArray(claims.roles)) claims.roles = []
-      return claims
+      // A copy: the verifier's cache holds the original.
+      return { ...claims, roles: Array.isArray(claims.roles) ? claims.roles : [] }
     },
 
     jwks: () => ({ body: ring.jwks, etag: ring.etag }),

@@ -37,7 +37,7 @@ for (const db of databases) {
     t.test('several roles are comma-separated in X-User-Roles', async (t) => {
       const signed = await signup(app)
       const sid = sidOf(signed.access_token)
-      const token = app.tokens.signAccessToken({ sub: signed.user.id, sid, roles: ['user', 'admin'] })
+      const token = await app.tokens.signAccessToken({ sub: signed.user.id, sid, roles: ['user', 'admin'] })
       const res = await verify(app, bearer(token))
       t.equal(res.statusCode, 200)
       t.equal(res.headers['x-user-roles'], 'user,admin')
@@ -77,6 +77,17 @@ for (const db of databases) {
       t.equal((await verify(app, bearer(signed.access_token))).statusCode, 200, 'alive at 899 s')
       clock.goTo(901)
       expectRefused(t, await verify(app, bearer(signed.access_token)), 'ACCESS_TOKEN_EXPIRED')
+    })
+
+    t.test('the cache of verified tokens: a token once verified is still checked for revocation and tampering', async (t) => {
+      const signed = await signup(app)
+      for (let i = 0; i < 3; i++) t.equal((await verify(app, bearer(signed.access_token))).statusCode, 200, `verified (${i === 0 ? 'then cached' : 'from the cache'})`)
+      const [head, payload, signature] = signed.access_token.split('.')
+      const claims = JSON.parse(Buffer.from(payload, 'base64url').toString('utf8'))
+      const forged = `${head}.${Buffer.from(JSON.stringify({ ...claims, roles: ['admin'] })).toString('base64url')}.${signature}`
+      expectRefused(t, await verify(app, bearer(forged)), 'INVALID_ACCESS_TOKEN')
+      t.equal((await app.inject({ method: 'POST', url: '/api/v1/auth/logout', headers: bearer(signed.access_token) })).statusCode, 204)
+      expectRefused(t, await verify(app, bearer(signed.access_token)), 'SESSION_REVOKED')
     })
 
     t.test('a revoked session\'s token is 401 SESSION_REVOKED', async (t) => {
