@@ -1,3 +1,4 @@
+import type { FastifyReply } from 'fastify'
 import fp from 'fastify-plugin'
 import { sql } from 'kysely'
 import pkg from '../package.json' with { type: 'json' }
