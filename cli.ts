@@ -29,7 +29,7 @@ Configuration comes from the environment, as for the server (see .env.example).`
 /** Runs `work` on the configured database, migrated, and closes it. */
 async function withDatabase (work: (db: Kysely<Database>, config: Config) => Promise<void>) {
   const config = loadConfig(process.env)
-  const { db, kind } = openDatabase(config.DATABASE_URL)
+  const { db, kind } = await openDatabase(config.DATABASE_URL)
   try {
     const applied = await migrateToLatest(db, kind)
     if (applied.length > 0) console.log(`migrations applied: ${applied.join(', ')}`)

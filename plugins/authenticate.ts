@@ -1,4 +1,4 @@
-import type { FastifyRequest } from 'fastify'
+import type { FastifyReply, FastifyRequest } from 'fastify'
 import fp from 'fastify-plugin'
 import { Type } from 'typebox'
 import { Errors } from './errors.js'
@@ -49,9 +49,20 @@ export default fp(async function authenticate (fastify) {
     if (mode === 'required') {
       route.schema.response = { 401: Type.Ref('Problem'), ...(route.schema.response as object) }
     }
+    // A callback, not a promise: it runs on every protected request.
     const hook = mode === 'required'
-      ? async (request: FastifyRequest) => { request.auth = verify(request) }
-      : async (request: FastifyRequest) => { try { request.auth = verify(request) } catch { request.auth = null } }
+      ? (request: FastifyRequest, _reply: FastifyReply, done: (err?: Error) => void) => {
+          try {
+            request.auth = verify(request)
+          } catch (err) {
+            return done(err as Error)
+          }
+          done()
+        }
+      : (request: FastifyRequest, _reply: FastifyReply, done: () => void) => {
+          try { request.auth = verify(request) } catch { request.auth = null }
+          done()
+        }
     route.onRequest = [hook, ...[route.onRequest ?? []].flat()]
   })
 }, { name: 'authenticate', dependencies: ['config', 'tokens', 'revocations'] })

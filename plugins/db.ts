@@ -11,7 +11,7 @@ declare module 'fastify' {
 }
 
 export default fp(async function db (fastify) {
-  const { db, kind } = openDatabase(fastify.config.DATABASE_URL)
+  const { db, kind } = await openDatabase(fastify.config.DATABASE_URL)
   fastify.addHook('onClose', () => db.destroy())
   const applied = await migrateToLatest(db, kind)
   if (applied.length > 0) fastify.log.info({ migrations: applied }, 'database migrated')

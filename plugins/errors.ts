@@ -121,8 +121,10 @@ const METHODS: HTTPMethod[] = ['GET', 'HEAD', 'POST', 'PUT', 'PATCH', 'DELETE', 
 export default fp(async function errors (fastify) {
   fastify.decorateRequest('problemCode', null)
   // First hook of all, so every answer carries the request id, whichever hook refuses it.
-  fastify.addHook('onRequest', async (request, reply) => {
+  // Per-request hooks take a callback, not a promise: they run on every request, the token check's included.
+  fastify.addHook('onRequest', (request, reply, done) => {
     reply.header('x-request-id', request.id)
+    done()
   })
 
   // A router of every route's methods, only to tell 405 from 404.

@@ -15,5 +15,8 @@ export function logRequest (request: FastifyRequest, reply: FastifyReply) {
 
 /** One JSON line per request, in place of Fastify's two (turned off in the server options). */
 export default fp(async function logging (fastify) {
-  fastify.addHook('onResponse', async (request, reply) => logRequest(request, reply))
+  fastify.addHook('onResponse', (request, reply, done) => {
+    logRequest(request, reply)
+    done()
+  })
 }, { name: 'logging', dependencies: ['config', 'authenticate'] })

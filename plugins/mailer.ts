@@ -1,5 +1,4 @@
 import fp from 'fastify-plugin'
-import nodemailer from 'nodemailer'
 import type { Mail } from './mail-templates.js'
 
 declare module 'fastify' {
@@ -18,7 +17,8 @@ const RETRY_DELAYS_MS = [500, 2000, 5000]
 
 export default fp(async function mailer (fastify) {
   const { config } = fastify
-  const transport = config.SMTP_URL ? nodemailer.createTransport(config.SMTP_URL) : null
+  // Loaded only when there is a server to send to.
+  const transport = config.SMTP_URL ? (await import('nodemailer')).default.createTransport(config.SMTP_URL) : null
   const { mails } = fastify.metrics
   if (!transport && config.NODE_ENV === 'production') fastify.log.warn('SMTP_URL is not set: mails are not sent')
 

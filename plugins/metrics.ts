@@ -114,12 +114,13 @@ export default fp(async function metrics (fastify) {
   const metrics = createMetrics(() => countActiveSessions(db, fastify.now().toISOString()), () => fastify.now().getTime(), config.METRICS_TOKEN)
   fastify.decorate('metrics', metrics)
 
-  fastify.addHook('onResponse', async (request, reply) => {
+  fastify.addHook('onResponse', (request, reply, done) => {
     const route = request.routeOptions.url ?? 'unmatched'
     const status = reply.statusCode
     metrics.http.observe({ method: request.method, route, status }, reply.elapsedTime / 1000)
     const outcome = request.routeOptions.config?.outcome
     if (outcome) metrics.outcomes[outcome].inc({ result: request.problemCode?.toLowerCase() ?? 'success' })
     if (status === 429) metrics.rateLimited.inc({ route })
+    done()
   })
 }, { name: 'metrics', dependencies: ['config', 'errors', 'db'] })

@@ -1,4 +1,5 @@
 import { readFileSync } from 'node:fs'
+import { availableParallelism } from 'node:os'
 import { hash, verify } from '@node-rs/argon2'
 import fp from 'fastify-plugin'
 import { Errors, retryLater } from './errors.js'
@@ -77,7 +78,8 @@ export function createPasswords (config: Pick<Config, 'ARGON2_MEMORY_KIB' | 'ARG
   }
   const paramString = `m=${params.memoryCost},t=${params.timeCost},p=${params.parallelism}`
 
-  const queued = boundedQueue(config.HASH_CONCURRENCY, config.HASH_QUEUE_LIMIT)
+  const concurrency = config.HASH_CONCURRENCY || Math.min(4, availableParallelism())
+  const queued = boundedQueue(concurrency, config.HASH_QUEUE_LIMIT)
 
   function hashPassword (password: string): Promise<string> {
     return queued(() => timedAs('hash', timed, () => hash(normalizePassword(password), params)))
@@ -99,6 +101,8 @@ export function createPasswords (config: Pick<Config, 'ARGON2_MEMORY_KIB' | 'ARG
   const dummyHash = hashPassword('dummy password for unknown accounts')
 
   return {
+    /** Hashes computed at once. */
+    concurrency,
     hash: hashPassword,
 
     /** Verifies against `stored`, or against a dummy hash when there is no account, so both take the same time. */

@@ -1,5 +1,5 @@
 import fp from 'fastify-plugin'
-import { Redis } from 'ioredis'
+import type { Redis } from 'ioredis'
 
 declare module 'fastify' {
   interface FastifyInstance {
@@ -19,6 +19,8 @@ export default fp(async function redis (fastify) {
     fastify.decorate('redis', null)
     return
   }
+  // Loaded only when used: a single instance does without it.
+  const { Redis } = await import('ioredis')
   const client = new Redis(url, { lazyConnect: true, connectTimeout: 2000, maxRetriesPerRequest: 2 })
   // ioredis reconnects by itself; an error event without a listener would crash the process.
   client.on('error', (err) => fastify.log.warn({ err }, 'redis connection error'))

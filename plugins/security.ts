@@ -53,7 +53,10 @@ export default fp(async function security (fastify) {
   const { config } = fastify
 
   const securityHeaders = helmetHeaders(HELMET_OPTIONS)
-  fastify.addHook('onRequest', async (_request, reply) => { reply.headers(securityHeaders) })
+  fastify.addHook('onRequest', (_request, reply, done) => {
+    reply.headers(securityHeaders)
+    done()
+  })
 
   const allowedHosts = list(config.ALLOWED_HOSTS).map((h) => h.toLowerCase())
   if (!allowedHosts.includes('*')) {

@@ -11,7 +11,8 @@ import fp from 'fastify-plugin'
 export default fp(async function shutdown (fastify) {
   let closing = false
   fastify.addHook('preClose', async () => { closing = true })
-  fastify.addHook('onSend', async (_request, reply) => {
+  fastify.addHook('onSend', (_request, reply, payload, done) => {
     if (closing) reply.header('connection', 'close')
+    done(null, payload)
   })
 }, { name: 'shutdown' })

@@ -178,7 +178,7 @@ const decodeHeader = createDecoder({ complete: true })
 const base64url = (value: object) => Buffer.from(JSON.stringify(value)).toString('base64url')
 const signInThreadPool = promisify(sign)
 
-/** Verified tokens kept per key (fast-jwt's LRU, keyed by a hash of the token), each until it expires. */
+/** Signature checks remembered: at most this many tokens (about 8 MB), each until it expires. */
 const VERIFIED_CACHE_SIZE = 10_000
 
 /**
@@ -202,8 +202,8 @@ function signer (key: SigningKey, issuer: string, audience: string, ttlSeconds: 
 
 type Verifier = (token: string) => AccessClaims
 
-/** Signer, verifiers and JWKS for one set of keys; replaced whole when the keys change (verifiers, and their caches, carry over by kid). */
-function keyring (keys: SigningKey[], issuer: string, audience: string, ttlSeconds: number, previous?: Map<string, Verifier>) {
+/** Signer, verifiers and JWKS for one set of keys; replaced whole when the keys change. */
+function keyring (keys: SigningKey[], issuer: string, audience: string, ttlSeconds: number) {
   const [active] = keys
   // Sorted, so the ETag changes only when the set of keys does.
   const jwks = { keys: keys.flatMap((k) => (k.publicJwk ? [k.publicJwk] : [])).sort((a, b) => a.kid.localeCompare(b.kid)) }
@@ -211,31 +211,62 @@ function keyring (keys: SigningKey[], issuer: string, audience: string, ttlSecon
     activeKid: active.kid,
     sign: signer(active, issuer, audience, ttlSeconds),
     // One verifier per key, each allowing exactly the configured algorithm: no `none`, no HS256 signed with a public key.
-    verifiers: new Map(keys.map((k) => [k.kid, previous?.get(k.kid) ?? createVerifier({
+    verifiers: new Map(keys.map((k) => [k.kid, createVerifier({
       key: k.publicKey,
       algorithms: [k.algorithm],
       allowedIss: issuer,
       allowedAud: audience,
       requiredClaims: ['sub', 'sid', 'jti', 'iat', 'exp'],
-      ignoreExpiration: true, // checked against the service clock, on every use, cached or not
-      cache: VERIFIED_CACHE_SIZE,
-      cacheTTL: ttlSeconds * 1000
+      ignoreExpiration: true // checked against the service clock
     }) as Verifier])),
     jwks,
     etag: `"${sha256(JSON.stringify(jwks))}"`
   }
 }
 
+/** A bounded map of verified tokens to their claims; when full, the oldest entry goes. */
+function verifiedCache () {
+  const entries = new Map<string, AccessClaims>()
+  return {
+    get: (token: string) => entries.get(token),
+    remember (token: string, claims: AccessClaims): AccessClaims {
+      if (entries.size >= VERIFIED_CACHE_SIZE) entries.delete(entries.keys().next().value!)
+      entries.set(token, claims)
+      return claims
+    },
+    clear: () => entries.clear()
+  }
+}
+
 export async function createTokens (config: Config, db: Kysely<Database>, now: () => Date, log: FastifyBaseLogger) {
   const issuer = config.JWT_ISSUER ?? config.PUBLIC_URL
   const configured = configuredKey(config)
-  const load = async (previous?: Map<string, Verifier>) => keyring(configured ? [configured] : await storedKeys(config, db, now()), issuer, config.JWT_AUDIENCE, config.ACCESS_TOKEN_TTL_SECONDS, previous)
+  const load = async () => keyring(configured ? [configured] : await storedKeys(config, db, now()), issuer, config.JWT_AUDIENCE, config.ACCESS_TOKEN_TTL_SECONDS)
   let ring = await load()
+  const verified = verifiedCache()
   // A successor is derived, not random, so a request racing the rotation of the same token gets the same successor.
   const successorKey = Buffer.from(hkdfSync('sha256', config.KEY_ENCRYPTION_SECRET, 'auth-service', 'refresh-token-successor', 32))
 
   async function reload () {
-    ring = await load(ring.verifiers)
+    const next = await load()
+    // A key gone means its tokens must stop verifying: forget what was verified.
+    if (next.etag !== ring.etag) verified.clear()
+    ring = next
+  }
+
+  /** The claims of a token whose signature, algorithm, issuer, audience and claims check out (not its expiry). */
+  function checkSignature (token: string): AccessClaims {
+    let claims: AccessClaims
+    try {
+      const kid = decodeHeader(token).header.kid
+      claims = ring.verifiers.get(kid)!(token)
+    } catch {
+      // Malformed, unknown kid, wrong algorithm, bad signature, wrong issuer or audience: all the same to the caller.
+      throw new Errors.InvalidAccessToken()
+    }
+    if (typeof claims.exp !== 'number') throw new Errors.InvalidAccessToken()
+    // Frozen: cached claims are shared by every request that bears the token.
+    return Object.freeze({ ...claims, roles: Object.freeze(Array.isArray(claims.roles) ? [...claims.roles] : []) as string[] })
   }
 
   const timer = configured ? undefined : setInterval(() => { reload().catch((err) => log.warn({ err }, 'signing keys reload failed')) }, keyTimes(config).reloadMs)
@@ -250,19 +281,16 @@ export async function createTokens (config: Config, db: Kysely<Database>, now: (
       return ring.sign({ ...claims, jti: randomUUID(), iat: Math.floor(now().getTime() / 1000) })
     },
 
-    /** Verifies a bearer token; throws the service's 401 errors. */
+    /**
+     * Verifies a bearer token; throws the service's 401 errors. A token whose
+     * signature was checked before is taken from the cache (the whole token
+     * is the key, so a changed byte is a miss); its expiry is checked on every
+     * use. The caller checks revocation on every use too.
+     */
     verifyAccessToken (token: string): AccessClaims {
-      let claims: AccessClaims
-      try {
-        const kid = decodeHeader(token).header.kid
-        claims = ring.verifiers.get(kid)!(token)
-      } catch {
-        // Malformed, unknown kid, wrong algorithm, bad signature, wrong issuer or audience: all the same to the caller.
-        throw new Errors.InvalidAccessToken()
-      }
-      if (typeof claims.exp !== 'number' || claims.exp * 1000 <= now().getTime()) throw new Errors.AccessTokenExpired()
-      // A copy: the verifier's cache holds the original.
-      return { ...claims, roles: Array.isArray(claims.roles) ? claims.roles : [] }
+      const claims = verified.get(token) ?? verified.remember(token, checkSignature(token))
+      if (claims.exp * 1000 <= now().getTime()) throw new Errors.AccessTokenExpired()
+      return claims
     },
 
     jwks: () => ({ body: ring.jwks, etag: ring.etag }),

@@ -76,7 +76,7 @@ export const ConfigSchema = Type.Object({
   MAX_EVENT_LOOP_DELAY_MS: Type.Integer({ minimum: 0, maximum: 60_000, default: 1000, description: 'Above this event-loop delay new requests get 503 with Retry-After (0: off).' }),
   MAX_HEAP_USED_BYTES: Type.Integer({ minimum: 0, default: 0, description: 'Above this heap use new requests get 503 (0: off).' }),
   MAX_RSS_BYTES: Type.Integer({ minimum: 0, default: 0, description: 'Above this resident memory new requests get 503 (0: off).' }),
-  HASH_CONCURRENCY: Type.Integer({ minimum: 1, maximum: 64, default: 4, description: 'Password hashes computed at once (libuv\'s thread pool has 4 threads).' }),
+  HASH_CONCURRENCY: Type.Integer({ minimum: 0, maximum: 64, default: 0, description: 'Password hashes computed at once; each holds ARGON2_MEMORY_KIB of memory. 0: one per CPU core, at most 4 (libuv\'s thread pool size): more than the cores only adds memory and waiting.' }),
   HASH_QUEUE_LIMIT: Type.Integer({ minimum: 0, maximum: 100_000, default: 100, description: 'Password hashes allowed to wait; beyond, the request gets 503 at once instead of growing memory.' }),
   SHUTDOWN_TIMEOUT_SECONDS: Type.Integer({ minimum: 1, maximum: 300, default: 10, description: 'On SIGTERM or SIGINT, in-flight requests get this long to finish before the process exits anyway (exit code 1). Keep it under your orchestrator\'s kill timeout (Kubernetes: 30 s).' }),
   BODY_LIMIT_BYTES: Type.Integer({ minimum: 1024, maximum: 1_048_576, default: 16384, description: 'Largest accepted request body.' })

@@ -33,7 +33,7 @@ const targets: Target[] = [
   {
     name: 'sqlite memory',
     async open (t) {
-      const { db, kind } = openDatabase('sqlite::memory:')
+      const { db, kind } = await openDatabase('sqlite::memory:')
       t.teardown(() => db.destroy())
       return { db, kind, tables: sqliteTables(db) }
     }
@@ -41,7 +41,7 @@ const targets: Target[] = [
   {
     name: 'sqlite file',
     async open (t) {
-      const { db, kind } = openDatabase(`sqlite:${join(tempDir(t), 'nested', 'auth.db')}`)
+      const { db, kind } = await openDatabase(`sqlite:${join(tempDir(t), 'nested', 'auth.db')}`)
       t.teardown(() => db.destroy())
       return { db, kind, tables: sqliteTables(db) }
     }
@@ -57,7 +57,7 @@ if (process.env.TEST_DATABASE_URL) {
       const admin = new pg.Client({ connectionString: base })
       await admin.connect()
       await admin.query(`create schema "${schema}"`)
-      const { db, kind } = openDatabase(`${base}${base.includes('?') ? '&' : '?'}options=-c%20search_path%3D${schema}`)
+      const { db, kind } = await openDatabase(`${base}${base.includes('?') ? '&' : '?'}options=-c%20search_path%3D${schema}`)
       t.teardown(async () => {
         await db.destroy()
         await admin.query(`drop schema "${schema}" cascade`)

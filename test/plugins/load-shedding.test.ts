@@ -1,3 +1,4 @@
+import { availableParallelism } from 'node:os'
 import { setTimeout as sleep } from 'node:timers/promises'
 import type { FastifyInstance, LightMyRequestResponse } from 'fastify'
 import t, { type Test } from 'tap'
@@ -76,6 +77,11 @@ t.test('heap above MAX_HEAP_USED_BYTES: every request but health and metrics is 
   const users = await app.db.selectFrom('users').select('id').execute()
   t.equal(users.length, 0, 'the shed signup created nobody')
   for (const url of HEALTH_ROUTES) t.equal((await app.inject({ method: 'GET', url })).statusCode, 200, `${url} still answers 200`)
+})
+
+t.test('HASH_CONCURRENCY: one hash per CPU core by default (at most 4), or the number set', async (t) => {
+  t.equal((await build(t)).passwords.concurrency, Math.min(4, availableParallelism()), `${availableParallelism()} cores`)
+  t.equal((await build(t, { env: { HASH_CONCURRENCY: '3' } })).passwords.concurrency, 3)
 })
 
 t.test('password hashing is bounded: beyond HASH_QUEUE_LIMIT waiting, 503 at once', async (t) => {
