@@ -171,6 +171,17 @@ async function buildLogged (t: Test, env: Record<string, string>) {
   return { fastify, chunks, lines }
 }
 
+t.test('LOG_LEVEL decides what is written: at warn, no request lines; at debug, they are there', async (t) => {
+  const quiet = await buildLogged(t, { LOG_LEVEL: 'warn' })
+  t.equal((await quiet.fastify.inject({ method: 'GET', url: '/api/health' })).statusCode, 200)
+  t.equal((await quiet.fastify.inject({ method: 'GET', url: '/nope' })).statusCode, 404)
+  t.equal(quiet.lines().filter((l) => l.msg === 'request').length, 0, 'no request lines at warn')
+  t.ok(quiet.lines().every((l) => l.level >= 40), 'nothing below warn')
+  const chatty = await buildLogged(t, { LOG_LEVEL: 'debug' })
+  await chatty.fastify.inject({ method: 'GET', url: '/api/health' })
+  t.equal(chatty.lines().filter((l) => l.msg === 'request').length, 1, 'the request line at debug')
+})
+
 t.test('refused and malformed requests are logged with one request line too', async (t) => {
   const { fastify, lines } = await buildLogged(t, { ALLOWED_HOSTS: 'api.example.com' })
   const cases: Array<[string, InjectOptions]> = [
