@@ -17,7 +17,7 @@ import emails from './plugins/emails.js'
 import errors, { frameworkErrorHandler } from './plugins/errors.js'
 import health from './plugins/health.js'
 import loadShedding from './plugins/load-shedding.js'
-import logging from './plugins/logging.js'
+import logging, { requestLogger } from './plugins/logging.js'
 import loginThrottle from './plugins/login-throttle.js'
 import mailer from './plugins/mailer.js'
 import metrics from './plugins/metrics.js'
@@ -101,6 +101,7 @@ export function serverOptions (config: Config): FastifyServerOptions {
     },
     // plugins/logging.ts writes one line per request instead of Fastify's two.
     logController: new LogController({ disableRequestLogging: true, requestIdLogLabel: 'request_id' }),
+    childLoggerFactory: requestLogger,
     genReqId: (req: IncomingMessage) => {
       const given = req.headers['x-request-id']
       return typeof given === 'string' && REQUEST_ID.test(given) ? given : randomUUID()

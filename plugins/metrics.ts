@@ -114,10 +114,15 @@ export default fp(async function metrics (fastify) {
   const metrics = createMetrics(() => countActiveSessions(db, fastify.now().toISOString()), () => fastify.now().getTime(), config.METRICS_TOKEN)
   fastify.decorate('metrics', metrics)
 
+  // The labelled series of each method, route and status, looked up once: prom-client would hash the labels on every observation.
+  const series = new Map<string, ReturnType<typeof metrics.http.labels>>()
   fastify.addHook('onResponse', (request, reply, done) => {
     const route = request.routeOptions.url ?? 'unmatched'
     const status = reply.statusCode
-    metrics.http.observe({ method: request.method, route, status }, reply.elapsedTime / 1000)
+    const key = `${request.method} ${status} ${route}`
+    let timer = series.get(key)
+    if (!timer) series.set(key, timer = metrics.http.labels({ method: request.method, route, status }))
+    timer.observe(reply.elapsedTime / 1000)
     const outcome = request.routeOptions.config?.outcome
     if (outcome) metrics.outcomes[outcome].inc({ result: request.problemCode?.toLowerCase() ?? 'success' })
     if (status === 429) metrics.rateLimited.inc({ route })

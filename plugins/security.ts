@@ -67,14 +67,17 @@ export default fp(async function security (fastify) {
     })
   }
 
+  // No origins: no CORS headers at all, and no hook to run on every request to decide so.
   const origins = list(config.CORS_ORIGINS)
-  await fastify.register(cors, {
-    origin: origins.includes('*') ? '*' : origins.length > 0 ? origins : false,
-    methods: ['GET', 'HEAD', 'POST', 'PUT', 'PATCH', 'DELETE'],
-    allowedHeaders: ['Authorization', 'Content-Type', 'X-Request-Id'],
-    exposedHeaders: ['X-Request-Id', 'WWW-Authenticate', 'Retry-After', 'RateLimit-Limit', 'RateLimit-Remaining', 'RateLimit-Reset'],
-    maxAge: 600
-  })
+  if (origins.length > 0) {
+    await fastify.register(cors, {
+      origin: origins.includes('*') ? '*' : origins,
+      methods: ['GET', 'HEAD', 'POST', 'PUT', 'PATCH', 'DELETE'],
+      allowedHeaders: ['Authorization', 'Content-Type', 'X-Request-Id'],
+      exposedHeaders: ['X-Request-Id', 'WWW-Authenticate', 'Retry-After', 'RateLimit-Limit', 'RateLimit-Remaining', 'RateLimit-Reset'],
+      maxAge: 600
+    })
+  }
 
   // JSON is the only contract: a text/plain body is a 415, not a string that fails validation.
   fastify.removeContentTypeParser(['text/plain', 'application/json'])
