@@ -129,6 +129,22 @@ t.test('the global limit covers the routes without their own, together', async (
   t.equal(login.statusCode, 401, 'login has its own budget, not the global one')
 })
 
+t.test('forward auth (/auth/verify) and /metrics have no per-address limit: a gateway or Prometheus asks from one address for everyone', async (t) => {
+  const app = await build(t, { env: { ...LIMITS_ON, RATE_LIMIT_GLOBAL_PER_MINUTE: '2' } })
+  const signed = await app.inject({ method: 'POST', url: SIGNUP, payload: { email: uniqueEmail('rl-verify'), password: GOOD_PASSWORD } })
+  t.equal(signed.statusCode, 201)
+  const auth = { authorization: `Bearer ${signed.json().access_token}` }
+  for (let i = 1; i <= 5; i++) {
+    const res = await get(app, '/api/v1/auth/verify', auth)
+    t.equal(res.statusCode, 200, `verify ${i} answers 200`)
+    t.notOk(res.headers['ratelimit-limit'], 'no rate-limit headers')
+  }
+  for (let i = 1; i <= 3; i++) t.equal((await get(app, '/metrics')).statusCode, 200, `scrape ${i} answers 200`)
+  t.equal((await get(app, '/api/v1/users/me', auth)).statusCode, 200, 'me has the global budget')
+  t.equal((await get(app, '/api/v1/users/me', auth)).statusCode, 200)
+  expectRateLimited(t, await get(app, '/api/v1/users/me', auth), 2)
+})
+
 t.test('the global limit covers the documentation routes too', async (t) => {
   const app = await build(t, { env: { ...LIMITS_ON, RATE_LIMIT_GLOBAL_PER_MINUTE: '2' } })
   // The ReDoc bundle is over a megabyte: unlimited, it is the cheapest way to make the service send a lot.

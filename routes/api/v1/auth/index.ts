@@ -49,7 +49,9 @@ const auth: FastifyPluginAsyncTypebox = async (fastify) => {
 
   // Forward auth for gateways (nginx auth_request, Traefik ForwardAuth, Envoy ext_authz): no database read.
   fastify.get('/verify', {
-    config: { auth: 'required' },
+    // No per-address limit: a gateway asks for every request it passes, all from its own address,
+    // and the check touches no database and no Redis (a limit counter would be a Redis call each).
+    config: { auth: 'required', rateLimit: false },
     schema: {
       operationId: 'verify',
       tags: ['auth'],
