@@ -37,6 +37,7 @@ import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { performance } from 'node:perf_hooks'
 import { isMainThread, parentPort, Worker, workerData } from 'node:worker_threads'
+import { median } from './lib/stats.js'
 
 const BUDGET_MS = 60_000
 /** Measuring stops here, leaving time to print, write and close before the hard stop. */
@@ -114,10 +115,9 @@ interface Figures { n: number, median_ms: number, p95_ms: number, mean_ms: numbe
 function figures (samples: number[]): Figures {
   const sorted = [...samples].sort((a, b) => a - b)
   const n = sorted.length
-  const median = n === 0 ? NaN : n % 2 === 1 ? sorted[(n - 1) / 2] : (sorted[n / 2 - 1] + sorted[n / 2]) / 2
   return {
     n,
-    median_ms: median,
+    median_ms: median(sorted),
     p95_ms: n === 0 ? NaN : sorted[Math.min(n - 1, Math.ceil(0.95 * n) - 1)], // nearest rank
     mean_ms: n === 0 ? NaN : sorted.reduce((s, x) => s + x, 0) / n,
     min_ms: sorted[0] ?? NaN,

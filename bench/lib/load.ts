@@ -8,6 +8,7 @@
  */
 import autocannon from 'autocannon'
 import { assertLoopback } from './guard.js'
+import { median } from './stats.js'
 import type { Connection } from './scenarios.js'
 import type { Running } from './service.js'
 
@@ -84,12 +85,6 @@ class Samples {
 const percentile = (sorted: Float64Array, p: number) => (sorted.length === 0 ? NaN : sorted[Math.min(sorted.length - 1, Math.max(0, Math.ceil(p * sorted.length) - 1))])
 
 const monotonicUs = () => Number(process.hrtime.bigint() / 1000n)
-
-export function median (xs: number[]): number {
-  const s = [...xs].sort((a, b) => a - b)
-  const n = s.length
-  return n === 0 ? NaN : n % 2 ? s[(n - 1) / 2] : (s[n / 2 - 1] + s[n / 2]) / 2
-}
 
 /** One autocannon run against one process; latencies go into `samples`. */
 async function blast (target: Running, connections: Connection[], seconds: number, samples: Samples): Promise<autocannon.Result> {

@@ -92,7 +92,10 @@ t.test('other bad values name their variable', async (t) => {
     PUBLIC_URL: 'localhost:8000',
     KEY_ENCRYPTION_SECRET: 'too-short',
     BODY_LIMIT_BYTES: '10',
-    ACCESS_TOKEN_TTL_SECONDS: '0'
+    ACCESS_TOKEN_TTL_SECONDS: '0',
+    METRICS_TOKEN: 'short',
+    SHUTDOWN_TIMEOUT_SECONDS: '0',
+    HASH_CONCURRENCY: '-1'
   }
   for (const [name, value] of Object.entries(cases)) {
     t.match(configError(t, { [name]: value })?.message, new RegExp(`\\b${name}\\b`), `${name}=${value}`)
