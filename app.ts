@@ -124,9 +124,9 @@ async function app (fastify: FastifyInstance, opts: AppOptions) {
 
   await fastify.register(config, opts)
   await fastify.register(errors)
+  await fastify.register(security) // its hook first: every answer has the security headers and X-Request-Id
   await fastify.register(shutdown)
   await fastify.register(loadShedding)
-  await fastify.register(security)
   await fastify.register(redis)
   await fastify.register(rateLimit) // before any route, the docs' included
   await fastify.register(docs)

@@ -2,7 +2,7 @@ import { randomUUID } from 'node:crypto'
 import type { FastifyInstance } from 'fastify'
 import fp from 'fastify-plugin'
 import { addUserRole } from '../db/queries/roles.js'
-import { deleteUser, findUserByEmail, findUserById, findUserByUsername, insertUser, uniqueViolation, updateUser } from '../db/queries/users.js'
+import { deleteUser, findUserByEmail, findUserById, findUserByUsername, insertUser, uniqueViolation, updateUser, type Account } from '../db/queries/users.js'
 import type { UserRow } from '../db/types.js'
 import type { User } from '../schemas/common.js'
 import { Errors } from './errors.js'
@@ -34,10 +34,10 @@ export function toPublicUser (row: UserRow, roles: string[]): User {
 }
 
 function createAccounts (fastify: FastifyInstance) {
-  const { db, passwords, sessions, emails, config, roles, audit, loginThrottle } = fastify
+  const { db, passwords, sessions, emails, config, audit, loginThrottle } = fastify
 
-  /** A user as the API shows them, with their roles as they are now. */
-  const present = async (row: UserRow): Promise<User> => toPublicUser(row, await roles.of(row.id))
+  /** A user as the API shows them, with their roles as they were read with the row. */
+  const present = (account: Account): User => toPublicUser(account, account.roles)
 
   /** Runs a write that may hit the unique email or username index; a hit is a 409, not a 500. */
   async function unique<T> (write: Promise<T>): Promise<T> {
@@ -51,12 +51,12 @@ function createAccounts (fastify: FastifyInstance) {
     }
   }
 
-  async function signedIn (user: UserRow, client: ClientInfo): Promise<TokenResponse> {
-    return { ...await sessions.start(user, client), user: await present(user) }
+  async function signedIn (user: Account, client: ClientInfo): Promise<TokenResponse> {
+    return { ...await sessions.start(user, client), user: present(user) }
   }
 
   /** The user behind a verified access token; a deleted or disabled one is no longer anyone. */
-  async function current (userId: string): Promise<UserRow> {
+  async function current (userId: string): Promise<Account> {
     const user = await findUserById(db, userId)
     if (!user || user.disabled) throw new Errors.InvalidAccessToken()
     return user
@@ -73,14 +73,14 @@ function createAccounts (fastify: FastifyInstance) {
     const email = normalizeEmail(rawEmail)
     const existing = await findUserByEmail(db, email)
     if (existing) {
-      if ((await roles.of(existing.id)).includes('admin')) return 'unchanged'
+      if (existing.roles.includes('admin')) return 'unchanged'
       await addUserRole(db, existing.id, 'admin')
       await audit.record({ type: 'role_changed', userId: existing.id, detail: { added: ['admin'], by: 'bootstrap' } })
       return 'promoted'
     }
     passwords.enforce(password, { email })
     const now = fastify.now().toISOString()
-    let user: UserRow
+    let user: Account
     try {
       user = await unique(passwords.hash(password).then((passwordHash) => insertUser(db, {
         id: randomUUID(), email, username: null, password_hash: passwordHash, email_verified: 1, disabled: 0, created_at: now, updated_at: now
@@ -112,7 +112,7 @@ function createAccounts (fastify: FastifyInstance) {
       const username = input.username === undefined ? null : normalizeUsername(input.username)
       passwords.enforce(input.password, { email, username })
       const now = fastify.now().toISOString()
-      let user: UserRow
+      let user: Account
       try {
         user = await unique(passwords.hash(input.password).then((passwordHash) => insertUser(db, {
           id: randomUUID(), email, username, password_hash: passwordHash, email_verified: 0, disabled: 0, created_at: now, updated_at: now
@@ -168,11 +168,11 @@ function createAccounts (fastify: FastifyInstance) {
     },
 
     async updateProfile (userId: string, changes: { username: string | null }): Promise<User> {
-      await current(userId)
+      const { roles } = await current(userId)
       const username = changes.username === null ? null : normalizeUsername(changes.username)
       const user = await unique(updateUser(db, userId, { username, updated_at: fastify.now().toISOString() }))
       if (!user) throw new Errors.InvalidAccessToken()
-      return present(user)
+      return present({ ...user, roles })
     },
 
     /** Deletes the account after re-authentication; sessions and tokens go with it. */

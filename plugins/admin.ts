@@ -1,8 +1,8 @@
 import type { FastifyInstance, FastifyRequest } from 'fastify'
 import fp from 'fastify-plugin'
 import { listEvents, type EventFilters } from '../db/queries/events.js'
-import { rolesOfUser, rolesOfUsers, setUserRoles, usersWithRole } from '../db/queries/roles.js'
-import { findUserById, listUsers, updateUser, type UserFilters } from '../db/queries/users.js'
+import { rolesOfUsers, setUserRoles, usersWithRole } from '../db/queries/roles.js'
+import { findUserById, listUsers, updateUser, type Account, type UserFilters } from '../db/queries/users.js'
 import type { AuthEventRow, UserRow } from '../db/types.js'
 import { Errors } from './errors.js'
 import { clientOf, type ClientInfo } from './sessions.js'
@@ -53,7 +53,7 @@ function createAdmin (fastify: FastifyInstance) {
     ...row, email_verified: Boolean(row.email_verified), disabled: Boolean(row.disabled), roles: userRoles, created_at: iso(row.created_at), updated_at: iso(row.updated_at)
   })
 
-  async function existing (id: string): Promise<UserRow> {
+  async function existing (id: string): Promise<Account> {
     const user = await findUserById(db, id)
     if (!user) throw new Errors.UserNotFound()
     return user
@@ -68,13 +68,13 @@ function createAdmin (fastify: FastifyInstance) {
 
     async getUser (id: string) {
       const user = await existing(id)
-      return view(user, await rolesOfUser(db, id))
+      return view(user, user.roles)
     },
 
     /** Changes roles, disabled and email_verified. Disabling, or taking a role away, ends every session at once. */
     async updateUser (actor: Actor, id: string, patch: { roles?: string[], disabled?: boolean, email_verified?: boolean }) {
       const user = await existing(id)
-      const before = await rolesOfUser(db, id)
+      const before = user.roles
       const after = patch.roles && [...new Set(['user', ...patch.roles])].sort()
       const unknown = after?.filter((r) => !roles.exists(r)) ?? []
       if (unknown.length > 0) throw new Errors.UnknownRole(unknown.join(', '))

@@ -26,7 +26,7 @@ const hashToken = (token: string) => createHash('sha256').update(token).digest('
  * same whether or not it has an account: their work runs in the background.
  */
 function createEmails (fastify: FastifyInstance) {
-  const { db, config, mailer, background, passwords, sessions, audit, roles, loginThrottle } = fastify
+  const { db, config, mailer, background, passwords, sessions, audit, loginThrottle } = fastify
   const link = (template: string, token: string) => template.replace('{token}', encodeURIComponent(token))
 
   /** Makes a token for the user (voiding older ones of its purpose) and returns it, or null when one went out too recently. */
@@ -76,7 +76,7 @@ function createEmails (fastify: FastifyInstance) {
         if (row.email !== user.email) throw new Errors.InvalidToken()
         const updated = await updateUser(db, user.id, { email_verified: 1, updated_at: now })
         await audit.record({ type: 'email_verified', userId: user.id, client })
-        return toPublicUser(updated!, await roles.of(user.id))
+        return toPublicUser(updated!, user.roles)
       }
       let updated: UserRow | undefined
       try {
@@ -89,7 +89,7 @@ function createEmails (fastify: FastifyInstance) {
       await voidOneTimeTokens(db, user.id, 'reset_password', now)
       mailer.send(user.email, templates.emailChanged(row.email))
       await audit.record({ type: 'email_changed', userId: user.id, client })
-      return toPublicUser(updated!, await roles.of(user.id))
+      return toPublicUser(updated!, user.roles)
     },
 
     /** Mails a reset link if the address has an account; the caller learns nothing either way. */

@@ -98,12 +98,19 @@ export function sendProblem (reply: FastifyReply, body: Problem, headers: Record
   return reply.code(body.status).headers({ 'x-request-id': body.request_id, ...headers }).type('application/problem+json').send(body)
 }
 
-/** What helmet would add, for the answers that are made before any hook runs. */
-const BARE_SECURITY_HEADERS = {
+/**
+ * The security headers of every JSON answer, the set OWASP's REST Security
+ * Cheat Sheet gives (with Content-Type). plugins/security.ts adds them to
+ * every answer; the docs pages get helmet's set for HTML pages on top. Here
+ * for the answers made before any hook runs too (router errors).
+ */
+export const API_SECURITY_HEADERS: Readonly<Record<string, string>> = {
+  // Tokens and profiles must not be kept by a browser or a proxy cache (RFC 6749, 5.1).
+  'cache-control': 'no-store',
   'content-security-policy': "default-src 'none'; frame-ancestors 'none'",
+  'strict-transport-security': 'max-age=31536000; includeSubDomains',
   'x-content-type-options': 'nosniff',
-  'x-frame-options': 'DENY',
-  'referrer-policy': 'no-referrer'
+  'x-frame-options': 'DENY'
 }
 
 /**
@@ -113,19 +120,13 @@ const BARE_SECURITY_HEADERS = {
  */
 export function frameworkErrorHandler (error: FastifyError, request: FastifyRequest, reply: FastifyReply) {
   reply.raw.once('finish', () => logRequest(request, reply))
-  sendProblem(reply, toProblem(error, request), BARE_SECURITY_HEADERS)
+  sendProblem(reply, toProblem(error, request), API_SECURITY_HEADERS)
 }
 
 const METHODS: HTTPMethod[] = ['GET', 'HEAD', 'POST', 'PUT', 'PATCH', 'DELETE', 'OPTIONS']
 
 export default fp(async function errors (fastify) {
   fastify.decorateRequest('problemCode', null)
-  // First hook of all, so every answer carries the request id, whichever hook refuses it.
-  // Per-request hooks take a callback, not a promise: they run on every request, the token check's included.
-  fastify.addHook('onRequest', (request, reply, done) => {
-    reply.header('x-request-id', request.id)
-    done()
-  })
 
   // A router of every route's methods, only to tell 405 from 404.
   const methods = FindMyWay()

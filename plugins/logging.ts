@@ -57,6 +57,8 @@ export function logRequest (request: FastifyRequest, reply: FastifyReply) {
 
 /** One JSON line per request, in place of Fastify's two (turned off in the server options). */
 export default fp(async function logging (fastify) {
+  // Above info (LOG_LEVEL=warn and up) no request line is written: no hook to decide so on every request.
+  if (!(fastify.log as Parent).isLevelEnabled('info')) return
   fastify.addHook('onResponse', (request, reply, done) => {
     logRequest(request, reply)
     done()

@@ -3,6 +3,7 @@ import type { FastifyRequest } from 'fastify'
 import fp from 'fastify-plugin'
 import { collectDefaultMetrics, Counter, Gauge, Histogram, Registry } from 'prom-client'
 import { countActiveSessions } from '../db/queries/sessions.js'
+import { bearerToken } from './authenticate.js'
 import { Errors } from './errors.js'
 
 declare module 'fastify' {
@@ -99,8 +100,7 @@ const digest = (value: string) => createHash('sha256').update(value).digest()
 
 /** Compares digests, so the comparison takes the same time whatever the token's length or content. */
 function bearerMatches (request: FastifyRequest, expected: Buffer): boolean {
-  const header = request.headers.authorization ?? ''
-  const token = header.startsWith('Bearer ') ? header.slice(7) : ''
+  const token = bearerToken(request.headers.authorization ?? '') ?? ''
   return timingSafeEqual(digest(token), expected)
 }
 
@@ -117,13 +117,15 @@ export default fp(async function metrics (fastify) {
   // The labelled series of each method, route and status, looked up once: prom-client would hash the labels on every observation.
   const series = new Map<string, ReturnType<typeof metrics.http.labels>>()
   fastify.addHook('onResponse', (request, reply, done) => {
-    const route = request.routeOptions.url ?? 'unmatched'
+    // routeOptions builds a frozen object at each read: read it once.
+    const options = request.routeOptions
+    const route = options.url ?? 'unmatched'
     const status = reply.statusCode
     const key = `${request.method} ${status} ${route}`
     let timer = series.get(key)
     if (!timer) series.set(key, timer = metrics.http.labels({ method: request.method, route, status }))
     timer.observe(reply.elapsedTime / 1000)
-    const outcome = request.routeOptions.config?.outcome
+    const outcome = options.config?.outcome
     if (outcome) metrics.outcomes[outcome].inc({ result: request.problemCode?.toLowerCase() ?? 'success' })
     if (status === 429) metrics.rateLimited.inc({ route })
     done()

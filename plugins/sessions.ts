@@ -2,8 +2,8 @@ import { randomUUID } from 'node:crypto'
 import type { FastifyInstance, FastifyRequest } from 'fastify'
 import fp from 'fastify-plugin'
 import { findRefreshToken, insertSession, listLiveSessions, revokeSessions, rotateRefreshToken, touchSession, type RefreshTokenWithSession } from '../db/queries/sessions.js'
-import { findUserById } from '../db/queries/users.js'
-import type { SessionRow, UserRow } from '../db/types.js'
+import { findUserById, type Account } from '../db/queries/users.js'
+import type { SessionRow } from '../db/types.js'
 import { Errors } from './errors.js'
 
 declare module 'fastify' {
@@ -38,12 +38,12 @@ const isPast = (time: Date | string, now: Date) => new Date(time).getTime() <= n
 const MAX_GRACE_HOPS = 8
 
 function createSessions (fastify: FastifyInstance) {
-  const { db, tokens, config, revocations, audit, roles, metrics } = fastify
+  const { db, tokens, config, revocations, audit, metrics } = fastify
 
-  /** The pair for a session; the access token carries the user's roles as they are now. */
-  async function issue (user: UserRow, sessionId: string, refreshToken: string): Promise<IssuedTokens> {
+  /** The pair for a session; the access token carries the roles read with the user's row. */
+  async function issue (user: Account, sessionId: string, refreshToken: string): Promise<IssuedTokens> {
     return {
-      access_token: await tokens.signAccessToken({ sub: user.id, sid: sessionId, roles: await roles.of(user.id) }),
+      access_token: await tokens.signAccessToken({ sub: user.id, sid: sessionId, roles: user.roles }),
       token_type: 'Bearer',
       expires_in: tokens.accessTtl,
       refresh_token: refreshToken
@@ -71,7 +71,7 @@ function createSessions (fastify: FastifyInstance) {
    * (the successor of a token is derived from it, so no plaintext is stored).
    * Later, it is a stolen token: the whole session ends.
    */
-  async function replay (row: RefreshTokenWithSession, presented: string, user: UserRow, client: ClientInfo, now: Date): Promise<IssuedTokens> {
+  async function replay (row: RefreshTokenWithSession, presented: string, user: Account, client: ClientInfo, now: Date): Promise<IssuedTokens> {
     const rotatedAt = new Date(row.rotated_at!)
     // Theft when rotated more than the grace ago; with a grace of 0, any replay at all.
     const grace = config.REFRESH_REUSE_GRACE_SECONDS * 1000
@@ -100,7 +100,7 @@ function createSessions (fastify: FastifyInstance) {
     revoke,
 
     /** Signs a user in: a new session, its first refresh token and an access token. */
-    async start (user: UserRow, client: ClientInfo): Promise<IssuedTokens> {
+    async start (user: Account, client: ClientInfo): Promise<IssuedTokens> {
       const now = fastify.now()
       const id = randomUUID()
       const refresh = tokens.newRefreshToken()
@@ -111,7 +111,7 @@ function createSessions (fastify: FastifyInstance) {
     },
 
     /** Trades a refresh token for a new pair. The old token stops working (see `replay` for racing tabs and theft). */
-    async refresh (refreshToken: string, client: ClientInfo): Promise<{ tokens: IssuedTokens, user: UserRow }> {
+    async refresh (refreshToken: string, client: ClientInfo): Promise<{ tokens: IssuedTokens, user: Account }> {
       const hash = tokens.hashRefreshToken(refreshToken)
       // Two passes at most: a request that loses the race to rotate reads the token again and is treated as a replay.
       for (let attempt = 0; attempt < 2; attempt++) {
@@ -157,4 +157,4 @@ function createSessions (fastify: FastifyInstance) {
 
 export default fp(async function sessions (fastify) {
   fastify.decorate('sessions', createSessions(fastify))
-}, { name: 'sessions', dependencies: ['config', 'db', 'tokens', 'revocations', 'audit', 'roles', 'metrics'] })
+}, { name: 'sessions', dependencies: ['config', 'db', 'tokens', 'revocations', 'audit', 'metrics'] })

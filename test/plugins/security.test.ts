@@ -76,6 +76,34 @@ t.test('helmet headers on success and on errors', async (t) => {
   helmetHeaders(t, await app.inject({ method: 'GET', url: '/docs' }), 'docs')
 })
 
+t.test('JSON answers carry the REST set and no-store; the docs pages carry helmet\'s set for HTML', async (t) => {
+  const app = await build(t)
+  const HTML_ONLY = ['cross-origin-opener-policy', 'cross-origin-resource-policy', 'origin-agent-cluster', 'referrer-policy', 'x-dns-prefetch-control', 'x-download-options', 'x-permitted-cross-domain-policies', 'x-xss-protection']
+  const signed = json(await app.inject({ method: 'POST', url: '/api/v1/auth/signup', payload: { email: uniqueEmail(), password: GOOD_PASSWORD } }))
+  const answers: Array<[string, LightMyRequestResponse]> = [
+    ['login', await app.inject({ method: 'POST', url: '/api/v1/auth/login', payload: { email: signed.user.email, password: GOOD_PASSWORD } })],
+    ['refresh', await app.inject({ method: 'POST', url: '/api/v1/auth/refresh', payload: { refresh_token: signed.refresh_token } })],
+    ['me', await app.inject({ method: 'GET', url: '/api/v1/users/me', headers: bearer(signed.access_token) })],
+    ['401', await app.inject({ method: 'GET', url: '/api/v1/users/me' })]
+  ]
+  for (const [what, res] of answers) {
+    t.ok(res.statusCode < 300 || what === '401', `${what}: answered (${res.statusCode})`)
+    t.equal(res.headers['cache-control'], 'no-store', `${what}: Cache-Control no-store (tokens and profiles are not cached)`)
+    t.equal(res.headers['strict-transport-security'], 'max-age=31536000; includeSubDomains', `${what}: HSTS`)
+    t.equal(res.headers['content-security-policy'], "default-src 'none'; frame-ancestors 'none'", `${what}: the JSON policy`)
+    for (const name of HTML_ONLY) t.notOk(name in res.headers, `${what}: no ${name}`)
+  }
+  const docs = await app.inject({ method: 'GET', url: '/docs' })
+  const page = docs.statusCode === 302 ? await app.inject({ method: 'GET', url: docs.headers.location as string }) : docs
+  for (const [what, res] of [['docs', page], ['redoc', await app.inject({ method: 'GET', url: '/redoc' })]] as const) {
+    t.equal(res.statusCode, 200, `${what}: 200`)
+    t.match(String(res.headers['content-security-policy']), /^default-src 'self'/, `${what}: the docs policy`)
+    for (const name of HTML_ONLY) t.ok(name in res.headers, `${what}: ${name}`)
+  }
+  const jwks = await app.inject({ method: 'GET', url: '/.well-known/jwks.json' })
+  t.match(jwks.headers['cache-control'], /^public, max-age=\d+$/, 'the JWKS is still cacheable')
+})
+
 t.test('helmet headers and X-Request-Id on router errors (bad URL)', async (t) => {
   const app = await build(t)
   for (const url of ['/api/v1/%E0%A4%A', `/api/v1/users/me/sessions/${'a'.repeat(500)}`]) {

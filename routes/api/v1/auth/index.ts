@@ -44,7 +44,7 @@ const auth: FastifyPluginAsyncTypebox = async (fastify) => {
     }
   }, async (request) => {
     const { tokens, user } = await fastify.sessions.refresh(request.body.refresh_token, clientOf(request))
-    return { ...tokens, user: await fastify.accounts.present(user) }
+    return { ...tokens, user: fastify.accounts.present(user) }
   })
 
   // Forward auth for gateways (nginx auth_request, Traefik ForwardAuth, Envoy ext_authz): no database read.

@@ -250,6 +250,17 @@ for (const db of databases) {
       const forgedRes = await send(`Bearer ${forged}`)
       expectUnauthorized(t, forgedRes, 'INVALID_ACCESS_TOKEN')
       t.notOk(forgedRes.body.includes(other.user.email))
+      // The forged token ends as the real one does, and the real one is in the verified-token cache: it must not stand in for it.
+      const after = await send(`Bearer ${signed.access_token}`)
+      t.equal(after.statusCode, 200, 'the real token still works after the forgery was refused')
+      t.equal(json(after).id, signed.user.id, 'and is still its own user')
+
+      // The scheme's case does not matter (RFC 7235); the separator is one space.
+      t.equal((await send(`bearer ${signed.access_token}`)).statusCode, 200, 'bearer in lower case')
+      t.equal((await send(`BEARER ${signed.access_token}`)).statusCode, 200, 'BEARER in upper case')
+      expectUnauthorized(t, await send(`Bearer  ${signed.access_token}`), 'INVALID_ACCESS_TOKEN')
+      expectUnauthorized(t, await send(`Bearer\t${signed.access_token}`), 'INVALID_ACCESS_TOKEN')
+      expectUnauthorized(t, await send(`Bearer ${signed.access_token} `), 'INVALID_ACCESS_TOKEN')
     })
 
     t.test('a token from a service with another audience or issuer is refused, even with the same key', async (t) => {
