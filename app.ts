@@ -55,10 +55,14 @@ export function trustProxy (value: string): boolean | string[] | ((address: stri
  * Bodies are validated without type coercion (a number is not a password);
  * querystrings and params, which arrive as text, are coerced.
  */
+// Made once: each factory keeps a pool of Ajv instances by schemas and options, which a factory per call would not share.
+const bodyCompilers = AjvCompiler()
+const textCompilers = AjvCompiler()
+
 function buildValidator (externalSchemas: Parameters<ReturnType<typeof AjvCompiler>>[0]) {
   const base = { removeAdditional: false as const, useDefaults: true, allErrors: false }
-  const body = AjvCompiler()(externalSchemas, { customOptions: { ...base, coerceTypes: false } })
-  const text = AjvCompiler()(externalSchemas, { customOptions: { ...base, coerceTypes: 'array' } })
+  const body = bodyCompilers(externalSchemas, { customOptions: { ...base, coerceTypes: false } })
+  const text = textCompilers(externalSchemas, { customOptions: { ...base, coerceTypes: 'array' } })
   return (route: Parameters<typeof body>[0]) => refuseUnstorable(route.httpPart === 'body' ? body(route) : text(route))
 }
 

@@ -20,12 +20,11 @@ export type Tokens = Awaited<ReturnType<typeof createTokens>>
 type Algorithm = Config['JWT_ALGORITHM']
 
 /** What a verified access token says. */
+/** What a request needs of a verified access token (the token carries jti, iat, iss and aud too). */
 export interface AccessClaims {
   sub: string
   sid: string
-  jti: string
   roles: string[]
-  iat: number
   exp: number
 }
 
@@ -178,8 +177,8 @@ const decodeHeader = createDecoder({ complete: true })
 const base64url = (value: object) => Buffer.from(JSON.stringify(value)).toString('base64url')
 const signInThreadPool = promisify(sign)
 
-/** Signature checks remembered: at most this many tokens (about 8 MB), each until it expires. */
-const VERIFIED_CACHE_SIZE = 10_000
+/** Signature checks remembered: at most this many tokens (about 5 MB), each until it expires. */
+const VERIFIED_CACHE_SIZE = 5_000
 
 /**
  * Signs with the key's algorithm. Asymmetric signatures are computed in
@@ -276,8 +275,9 @@ export async function createTokens (config: Config, db: Kysely<Database>, now: (
       throw new Errors.InvalidAccessToken()
     }
     if (typeof claims.exp !== 'number') throw new Errors.InvalidAccessToken()
-    // Frozen: cached claims are shared by every request that bears the token.
-    return Object.freeze({ ...claims, roles: Object.freeze(Array.isArray(claims.roles) ? [...claims.roles] : []) as string[] })
+    // Frozen: cached claims are shared by every request that bears the token. Only what requests use is kept.
+    const roles = Object.freeze(Array.isArray(claims.roles) ? [...claims.roles] : []) as string[]
+    return Object.freeze({ sub: claims.sub, sid: claims.sid, roles, exp: claims.exp })
   }
 
   const timer = configured ? undefined : setInterval(() => { reload().catch((err) => log.warn({ err }, 'signing keys reload failed')) }, keyTimes(config).reloadMs)

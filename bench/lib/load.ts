@@ -109,9 +109,11 @@ async function blast (target: Running, connections: Connection[], seconds: numbe
 }
 
 /** One run against every target at once (the scale-out plays two processes together). */
-async function runOnce (targets: Target[], seconds: number): Promise<{ combined: RunStats, each: RunStats[], cpuMs: number[], fromUs: number, toUs: number }> {
+async function runOnce (targets: Target[], seconds: number): Promise<{ combined: RunStats, each: RunStats[], cpuMs: number[], peakRss: number[], fromUs: number, toUs: number }> {
   // Untimed: users' sessions and whatever else the connections need.
   const lists = await Promise.all(targets.map((t) => t.make(t.connections)))
+  // The peak is the load's, not the preparation's: its sign-ins are password hashes.
+  for (const t of targets) t.service.resetPeak()
   const all = new Samples()
   const eachSamples = targets.map(() => new Samples())
   const cpu0 = targets.map((t) => t.service.cpuMs())
@@ -119,9 +121,10 @@ async function runOnce (targets: Target[], seconds: number): Promise<{ combined:
   const results = await Promise.all(targets.map((t, i) => blast(t.service, lists[i], seconds, eachSamples[i])))
   const toUs = monotonicUs()
   const cpuMs = targets.map((t, i) => t.service.cpuMs() - cpu0[i])
+  const peakRss = targets.map((t) => t.service.peakRss())
   for (const s of eachSamples) for (const x of s.sorted()) all.push(x)
   const each = results.map((r, i) => stats([r], eachSamples[i]))
-  return { combined: stats(results, all), each, cpuMs, fromUs, toUs }
+  return { combined: stats(results, all), each, cpuMs, peakRss, fromUs, toUs }
 }
 
 function stats (results: autocannon.Result[], samples: Samples): RunStats {
@@ -152,16 +155,21 @@ export async function warmUp (targets: Target[], seconds: number): Promise<numbe
   return seconds > 0 ? (await runOnce(targets, seconds)).combined.errors : 0
 }
 
-/** Warm-up, then the timed runs; medians of req/s, p50 and p99, errors summed, peak RSS of each process. */
+/** Warm-up, then the timed runs; medians of req/s, p50 and p99, errors summed, peak RSS of each process (under load, warm-up included). */
 export async function measure (targets: Target[], opts: LoadOptions): Promise<Measured> {
-  for (const t of targets) t.service.resetPeak()
-  const warmupErrors = await warmUp(targets, opts.warmup)
+  const peaks = targets.map(() => 0)
+  const notePeaks = (run: { peakRss: number[] }) => run.peakRss.forEach((bytes, j) => { peaks[j] = Math.max(peaks[j], bytes) })
+  // Untimed (JIT, caches, connection pools).
+  const warmup = opts.warmup > 0 ? await runOnce(targets, opts.warmup) : null
+  if (warmup) notePeaks(warmup)
+  const warmupErrors = warmup?.combined.errors ?? 0
   const runs: RunStats[] = []
   const each: RunStats[][] = []
   const window = { fromUs: Infinity, toUs: 0 }
   const cpuMs = targets.map(() => 0)
   for (let i = 0; i < opts.runs; i++) {
     const run = await runOnce(targets, opts.duration)
+    notePeaks(run)
     run.cpuMs.forEach((ms, j) => { cpuMs[j] += ms })
     runs.push(run.combined)
     each.push(run.each)
@@ -169,7 +177,7 @@ export async function measure (targets: Target[], opts: LoadOptions): Promise<Me
     window.toUs = run.toUs
   }
   const cpuMsPerRequest = Object.fromEntries(targets.map((t, j) => [t.service.name, cpuMs[j] / each.reduce((s, e) => s + e[j].responses, 0)]))
-  const peakRssMb = Object.fromEntries(targets.map((t) => [t.service.name, t.service.peakRss() / MB]))
+  const peakRssMb = Object.fromEntries(targets.map((t, j) => [t.service.name, peaks[j] / MB]))
   return {
     rps: median(runs.map((r) => r.rps)),
     p50: median(runs.map((r) => r.p50)),

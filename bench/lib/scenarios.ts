@@ -123,10 +123,10 @@ function mixedConnection (email: string, pair: Pair, index: number): Connection 
 
 /**
  * Distinct access tokens for verify-cold, more in all than the service keeps
- * in its cache of verified tokens (10,000, oldest out first; see
+ * in its cache of verified tokens (5,000, oldest out first; see
  * plugins/tokens.ts): walked in a circle, every request is a miss.
  */
-const COLD_TOKENS = 12_000
+const COLD_TOKENS = 7_500
 /** Access tokens live 15 minutes: a pool is made anew after 10. */
 const COLD_POOL_MS = 10 * 60_000
 const coldPools = new Map<string, { made: number, lists: string[][], cursors: number[] }>()

@@ -31,6 +31,8 @@ export interface Running {
   /** Peak resident memory since the last `resetPeak`, in bytes. */
   peakRss: () => number
   resetPeak: () => void
+  /** Peak resident memory since the start, resets or not, in bytes. */
+  lifetimePeakRss: () => number
   /** CPU time the process has used so far (user + system, every thread), in ms. */
   cpuMs: () => number
   /** SIGTERM, then SIGKILL after 15 s; resolves once the process is gone. */
@@ -75,11 +77,13 @@ const statusField = (pid: number, field: string): number => {
 function rssWatch (pid: number) {
   let sampled = 0
   let exact = false
+  let lifetime = 0
   const sample = () => { try { sampled = Math.max(sampled, statusField(pid, 'VmRSS')) } catch { /* gone */ } }
   const timer = setInterval(sample, 50)
   timer.unref()
   return {
     resetPeak () {
+      lifetime = Math.max(lifetime, this.peakRss())
       sampled = 0
       try { writeFileSync(`/proc/${pid}/clear_refs`, '5'); exact = true } catch { exact = false }
       sample()
@@ -90,6 +94,7 @@ function rssWatch (pid: number) {
       try { hwm = statusField(pid, 'VmHWM') } catch { /* gone */ }
       return exact ? Math.max(hwm, sampled) : sampled
     },
+    lifetimePeakRss () { return Math.max(lifetime, this.peakRss()) },
     close: () => clearInterval(timer)
   }
 }
@@ -152,7 +157,8 @@ export async function startNode (opts: StartOptions): Promise<Running> {
     pid: child.pid!,
     logFile,
     peakRss: rss.peakRss,
-    resetPeak: rss.resetPeak,
+    resetPeak: () => rss.resetPeak(),
+    lifetimePeakRss: () => rss.lifetimePeakRss(),
     cpuMs: () => cpuMsOf(child.pid!),
     async stop () {
       rss.close()

@@ -1,3 +1,5 @@
+import { statSync } from 'node:fs'
+import { createRequire } from 'node:module'
 import type { FastifyInstance, LightMyRequestResponse } from 'fastify'
 import t from 'tap'
 import { build, databases, json } from '../helper.js'
@@ -148,6 +150,8 @@ t.test('/redoc serves ReDoc from this service', async (t) => {
   t.equal(bundle.statusCode, 200)
   t.match(bundle.headers['content-type'], /^(application|text)\/javascript/, 'served as JavaScript')
   t.ok(bundle.body.length > 100_000, 'the whole bundle')
+  t.equal(bundle.rawPayload.length, statSync(createRequire(import.meta.url).resolve('redoc/bundles/redoc.standalone.js')).size, 'every byte of the file, streamed from disk')
+  t.equal(bundle.headers['cache-control'], 'public, max-age=86400', 'and browsers keep it a day')
 })
 
 t.test('JWKS', async (t) => {
