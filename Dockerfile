@@ -46,5 +46,7 @@ HEALTHCHECK --interval=30s --timeout=5s --start-period=20s --retries=3 \
 # most 10 s; compose.yaml gives 15 s before SIGKILL). A shell-form CMD would put /bin/sh at PID 1,
 # which does not pass the signal on. Node starts no child processes, so nothing needs reaping;
 # `docker run --init` is not needed (and harmless). The flags are `npm start`'s (test/container.test.ts
-# keeps them equal): a small young generation keeps the resident memory down at no cost in speed.
-CMD ["node", "--max-semi-space-size=4", "dist/server.js"]
+# keeps them equal): a small young generation keeps the resident memory down at no cost in speed,
+# and an old generation capped at 160 MB (the live heap stays under about 50 MB: every cache is
+# bounded) makes V8 collect garbage before it grows the heap towards its default limit.
+CMD ["node", "--max-semi-space-size=4", "--max-old-space-size=160", "dist/server.js"]
