@@ -37,6 +37,7 @@ import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { performance } from 'node:perf_hooks'
 import { isMainThread, parentPort, Worker, workerData } from 'node:worker_threads'
+import { PASSWORD } from './lib/scenarios.js'
 import { median } from './lib/stats.js'
 
 const BUDGET_MS = 60_000
@@ -45,7 +46,6 @@ const MEASURE_MS = 55_000
 const PER_SIDE = 200
 const WARMUP_PER_SIDE = 10
 const HOST = '127.0.0.1'
-const PASSWORD = 'correct horse battery staple'
 const WRONG_PASSWORD = 'not the right password at all'
 
 interface Endpoint {

@@ -137,4 +137,4 @@ function createEmails (fastify: FastifyInstance) {
 
 export default fp(async function emails (fastify) {
   fastify.decorate('emails', createEmails(fastify))
-}, { name: 'emails', dependencies: ['config', 'db', 'mailer', 'background', 'passwords', 'sessions', 'audit', 'roles', 'login-throttle'] })
+}, { name: 'emails', dependencies: ['config', 'db', 'mailer', 'background', 'passwords', 'sessions', 'audit', 'login-throttle'] })

@@ -1,6 +1,6 @@
 import type { FastifyInstance, FastifyRequest } from 'fastify'
 import fp from 'fastify-plugin'
-import { deleteRole, insertRole, listRoles, rolesOfUser, seedRoles, updateRole, type RoleWithPermissions } from '../db/queries/roles.js'
+import { deleteRole, insertRole, listRoles, seedRoles, updateRole, type RoleWithPermissions } from '../db/queries/roles.js'
 import { Errors } from './errors.js'
 import { closeRedis } from './redis.js'
 
@@ -73,7 +73,6 @@ async function createRoles (fastify: FastifyInstance) {
     /** True when one of `roles` grants `permission`. */
     grants: (roles: string[], permission: string) => roles.some((r) => grants.get(r)?.has(permission) ?? false),
     exists: (role: string) => grants.has(role),
-    of: (userId: string) => rolesOfUser(db, userId),
     list: () => listRoles(db),
 
     async create (role: RoleWithPermissions) {

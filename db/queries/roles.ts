@@ -56,11 +56,6 @@ export async function deleteRole (db: Db, name: string): Promise<boolean> {
   return result.numDeletedRows > 0n
 }
 
-export async function rolesOfUser (db: Db, userId: string): Promise<string[]> {
-  const rows = await db.selectFrom('user_roles').select('role').where('user_id', '=', userId).orderBy('role').execute()
-  return rows.map((r) => r.role)
-}
-
 /** Replaces the user's roles. */
 export function setUserRoles (db: Db, userId: string, roles: string[]): Promise<void> {
   return db.transaction().execute(async (trx) => {

@@ -16,6 +16,10 @@ function expectOverloaded (t: Test, res: LightMyRequestResponse, what: string) {
     expectProblem(t, res, 503, 'OVERLOADED')
     const retryAfter = seconds(res.headers['retry-after'])
     t.ok(retryAfter >= 1, `Retry-After is a positive number of seconds (got ${res.headers['retry-after']})`)
+    // The security hook runs before load shedding's, so a shed answer carries the headers too.
+    t.equal(res.headers['cache-control'], 'no-store', 'Cache-Control no-store')
+    t.equal(res.headers['x-frame-options'], 'DENY', 'X-Frame-Options DENY')
+    t.equal(res.headers['x-content-type-options'], 'nosniff', 'X-Content-Type-Options nosniff')
   })
 }
 
