@@ -3,8 +3,8 @@ import { join } from 'node:path'
 import AutoLoad from '@fastify/autoload'
 import AjvCompiler from '@fastify/ajv-compiler'
 import fp from 'fastify-plugin'
-import { LogController, type FastifyInstance, type FastifyServerOptions } from 'fastify'
-import type { IncomingMessage } from 'node:http'
+import { LogController, type FastifyHttpOptions, type FastifyInstance } from 'fastify'
+import type { IncomingMessage, Server } from 'node:http'
 import accounts from './plugins/accounts.js'
 import admin from './plugins/admin.js'
 import audit from './plugins/audit.js'
@@ -14,7 +14,7 @@ import config, { type ConfigPluginOptions } from './plugins/config.js'
 import db from './plugins/db.js'
 import docs from './plugins/docs.js'
 import emails from './plugins/emails.js'
-import errors, { frameworkErrorHandler } from './plugins/errors.js'
+import errors, { clientErrorHandler, frameworkErrorHandler } from './plugins/errors.js'
 import health from './plugins/health.js'
 import loadShedding from './plugins/load-shedding.js'
 import logging, { requestLogger } from './plugins/logging.js'
@@ -66,10 +66,21 @@ function buildValidator (externalSchemas: Parameters<ReturnType<typeof AjvCompil
   return (route: Parameters<typeof body>[0]) => refuseUnstorable(route.httpPart === 'body' ? body(route) : text(route))
 }
 
-/** The path of the first value no database column can hold: a NUL character, or a number coerced to Infinity. */
-function unstorable (value: unknown, path = ''): string | null {
-  if (typeof value === 'string') return value.includes('\u0000') ? path : null
-  if (typeof value === 'number') return Number.isFinite(value) ? null : path
+// String.prototype.isWellFormed is Node 20's; TypeScript lists it from lib ES2024 on, and this project compiles with ES2023.
+const wellFormed = (text: string) => (text as string & { isWellFormed: () => boolean }).isWellFormed()
+
+/**
+ * The first value no database column can hold, with its path: a NUL
+ * character, a lone surrogate (UTF-8 has no form for it: it would be stored,
+ * hashed and compared as U+FFFD, so "\ud800x" and "\ufffdx" would be one
+ * password), or a number coerced to Infinity.
+ */
+function unstorable (value: unknown, path = ''): { path: string, message: string } | null {
+  if (typeof value === 'string') {
+    if (value.includes('\u0000')) return { path, message: 'must not contain a NUL character' }
+    return wellFormed(value) ? null : { path, message: 'must be well-formed Unicode text (no lone surrogate)' }
+  }
+  if (typeof value === 'number') return Number.isFinite(value) ? null : { path, message: 'must be a finite number' }
   if (value && typeof value === 'object') {
     for (const [key, inner] of Object.entries(value)) {
       const found = unstorable(inner, `${path}/${key}`)
@@ -84,24 +95,31 @@ function refuseUnstorable (validate: ReturnType<ReturnType<ReturnType<typeof Ajv
   const checked = (data: unknown) => {
     const valid = validate(data)
     checked.errors = validate.errors
-    const path = valid ? unstorable(data) : null
-    if (path === null) return valid
-    checked.errors = [{ keyword: 'format', instancePath: path, schemaPath: '#', params: {}, message: 'must not contain a NUL character or a non-finite number' }]
+    const found = valid ? unstorable(data) : null
+    if (found === null) return valid
+    checked.errors = [{ keyword: 'format', instancePath: found.path, schemaPath: '#', params: {}, message: found.message }]
     return false
   }
   checked.errors = validate.errors
   return checked as unknown as typeof validate
 }
 
+/**
+ * What the log never shows, wherever it sits in a logged object: the
+ * credentials of a request's headers (logged whole, or as pino's `req`), and
+ * the secrets of bodies, at the top of a log object or one level down (`body.password`).
+ */
+const REDACTED = [
+  ...['authorization', 'cookie'].flatMap((name) => [`headers.${name}`, `*.headers.${name}`]),
+  ...['password', 'current_password', 'new_password', 'refresh_token', 'access_token', 'token'].flatMap((name) => [name, `*.${name}`])
+]
+
 /** The server options, shared by server.ts and the tests so both run the same service. */
-export function serverOptions (config: Config): FastifyServerOptions {
+export function serverOptions (config: Config): FastifyHttpOptions<Server> {
   return {
     logger: {
       level: config.LOG_LEVEL,
-      redact: {
-        paths: ['req.headers.authorization', 'req.headers.cookie', '*.password', '*.current_password', '*.new_password', '*.refresh_token', '*.access_token', '*.token'],
-        censor: '[redacted]'
-      }
+      redact: { paths: REDACTED, censor: '[redacted]' }
     },
     // plugins/logging.ts writes one line per request instead of Fastify's two.
     logController: new LogController({ disableRequestLogging: true, requestIdLogLabel: 'request_id' }),
@@ -111,6 +129,17 @@ export function serverOptions (config: Config): FastifyServerOptions {
       return typeof given === 'string' && REQUEST_ID.test(given) ? given : randomUUID()
     },
     bodyLimit: config.BODY_LIMIT_BYTES,
+    // Slow clients (slowloris) must not hold sockets: Node's own request timeout is five minutes, and its headers
+    // timeout is checked only every 30 s. HEADERS_TIMEOUT_SECONDS is at most REQUEST_TIMEOUT_SECONDS (loadConfig).
+    requestTimeout: config.REQUEST_TIMEOUT_SECONDS * 1000,
+    keepAliveTimeout: config.KEEP_ALIVE_TIMEOUT_SECONDS * 1000,
+    http: {
+      headersTimeout: config.HEADERS_TIMEOUT_SECONDS * 1000,
+      requestTimeout: config.REQUEST_TIMEOUT_SECONDS * 1000,
+      connectionsCheckingInterval: Math.min(config.HEADERS_TIMEOUT_SECONDS * 1000, 5000)
+    },
+    // Node's parser errors and timeouts are answered by the error model too.
+    clientErrorHandler,
     trustProxy: trustProxy(config.TRUST_PROXY),
     routerOptions: { maxParamLength: 200 },
     frameworkErrors: frameworkErrorHandler,

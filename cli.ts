@@ -1,9 +1,11 @@
 import { parseArgs } from 'node:util'
-import Fastify from 'fastify'
+import Fastify, { type FastifyInstance } from 'fastify'
 import type { Kysely } from 'kysely'
 import app, { serverOptions } from './app.js'
 import { migrateToLatest, openDatabase } from './db/connect.js'
 import type { Database } from './db/types.js'
+import { findUserByEmail } from './db/queries/users.js'
+import { normalizeEmail } from './plugins/addresses.js'
 import { ConfigError, loadConfig } from './plugins/config.js'
 import { rotateKeys } from './plugins/tokens.js'
 import { configTable, envExample, type Config } from './schemas/config.js'
@@ -18,7 +20,9 @@ Commands:
                the old key verifies until its last token has expired
   admin:create --email <address>
                create an admin account (asking for its password on the terminal, or
-               reading one line from standard input), or make an existing account admin
+               reading one line from standard input); refused when the address has an account
+  admin:promote --email <address>
+               give the existing account of this address the admin role (on the audit trail)
   openapi      print the OpenAPI document as JSON
   config       print the configuration reference (Markdown table, as in README.md)
   env          print a commented .env file with every variable and its default
@@ -39,6 +43,21 @@ async function withDatabase (work: (db: Kysely<Database>, config: Config) => Pro
   }
 }
 
+/** Runs `work` on the whole service (its accounts, audit trail and hooks) with the --email given, and closes it. */
+async function withApp (work: (server: FastifyInstance, email: string) => Promise<void>) {
+  const email = typeof values.email === 'string' ? values.email : undefined
+  if (!email) throw new UsageError(`${positionals[0]} needs --email <address>`)
+  const config = loadConfig({ ...process.env, LOG_LEVEL: 'warn' })
+  const server = Fastify(serverOptions(config))
+  await server.register(app, { config })
+  try {
+    await server.ready()
+    await work(server, email)
+  } finally {
+    await server.close()
+  }
+}
+
 const commands: Record<string, () => Promise<void>> = {
   migrate: () => withDatabase(async () => console.log('database up to date')),
 
@@ -47,22 +66,19 @@ const commands: Record<string, () => Promise<void>> = {
     console.log(`new signing key ${kid}: in the JWKS now, signing in ${config.KEY_RELOAD_SECONDS} s; the previous key verifies until its tokens expire`)
   }),
 
-  async 'admin:create' () {
-    const email = typeof values.email === 'string' ? values.email : undefined
-    if (!email) throw new UsageError('admin:create needs --email <address>')
-    const config = loadConfig({ ...process.env, LOG_LEVEL: 'warn' })
-    const server = Fastify(serverOptions(config))
-    await server.register(app, { config })
-    try {
-      await server.ready()
-      const existing = await server.db.selectFrom('users').select('id').where('email', '=', email.trim().toLowerCase()).executeTakeFirst()
-      const password = existing ? '' : await askPassword(`Password for ${email}: `)
-      const outcome = await server.accounts.ensureAdmin(email, password)
-      console.log({ created: `created admin ${email}`, promoted: `${email} is now an admin`, unchanged: `${email} was already an admin` }[outcome])
-    } finally {
-      await server.close()
-    }
-  },
+  'admin:create': () => withApp(async (server, email) => {
+    // Asked before the password is: an account with the address is never turned into an admin here.
+    const taken = `${email} already has an account; nothing was changed. If it is yours, run admin:promote --email ${email}`
+    if (await findUserByEmail(server.db, normalizeEmail(email))) throw new UsageError(taken)
+    if (await server.accounts.createAdmin(email, await askPassword(`Password for ${email}: `)) === 'exists') throw new UsageError(taken)
+    console.log(`created admin ${email}`)
+  }),
+
+  'admin:promote': () => withApp(async (server, email) => {
+    const outcome = await server.accounts.promoteAdmin(email)
+    if (outcome === 'not_found') throw new UsageError(`${email} has no account`)
+    console.log(outcome === 'promoted' ? `${email} is now an admin` : `${email} was already an admin`)
+  }),
 
   async openapi () {
     // The document does not depend on the data: build the service on a throw-away database.

@@ -5,7 +5,9 @@ import { addUserRole } from '../db/queries/roles.js'
 import { deleteUser, findUserByEmail, findUserById, findUserByUsername, insertUser, uniqueViolation, updateUser, type Account } from '../db/queries/users.js'
 import type { UserRow } from '../db/types.js'
 import type { User } from '../schemas/common.js'
+import { addressOf, normalizeEmail, normalizeUsername } from './addresses.js'
 import { Errors } from './errors.js'
+import { throttleKey } from './login-throttle.js'
 import type { ClientInfo, IssuedTokens } from './sessions.js'
 
 declare module 'fastify' {
@@ -16,9 +18,6 @@ declare module 'fastify' {
 
 export type Accounts = ReturnType<typeof createAccounts>
 export type TokenResponse = IssuedTokens & { user: User }
-
-export const normalizeEmail = (email: string) => email.trim().toLowerCase()
-export const normalizeUsername = (username: string) => username.trim().toLowerCase()
 
 /** The public face of a user: what the User schema lets out. */
 export function toPublicUser (row: UserRow, roles: string[]): User {
@@ -51,8 +50,20 @@ function createAccounts (fastify: FastifyInstance) {
     }
   }
 
+  /**
+   * A new session for the user. Roles and status are read again once the
+   * session exists: an admin change that landed while the password was being
+   * checked either shows here, or ends this session after it (the admin's
+   * change writes first, then ends sessions), so no token outlives it.
+   */
   async function signedIn (user: Account, client: ClientInfo): Promise<TokenResponse> {
-    return { ...await sessions.start(user, client), user: present(user) }
+    const started = await sessions.start(user, client, async (sessionId) => {
+      const now = await findUserById(db, user.id)
+      if (now && !now.disabled) return now
+      await sessions.end(user.id, sessionId, 'user_disabled')
+      throw new Errors.InvalidCredentials()
+    })
+    return { ...started.tokens, user: present(started.user) }
   }
 
   /** The user behind a verified access token; a deleted or disabled one is no longer anyone. */
@@ -62,22 +73,25 @@ function createAccounts (fastify: FastifyInstance) {
     return user
   }
 
+  /** Checks the password of a signed-in user, under the per-account throttle; 401 when wrong. */
+  async function reauthenticate (user: Account, password: string): Promise<void> {
+    if (!await loginThrottle.guard(throttleKey(user, ''), () => passwords.verify(user.password_hash, password))) throw new Errors.InvalidCredentials()
+  }
+
   /** Deletes a user. Revokes first: the revocation list outlives the session rows the delete removes. */
   async function remove (userId: string, reason: string): Promise<boolean> {
     await sessions.endAll(userId, reason)
     return deleteUser(db, userId)
   }
 
-  /** Creates the admin of ADMIN_EMAIL (or `npm run admin:create`), or gives an existing account the admin role. */
-  async function ensureAdmin (rawEmail: string, password: string): Promise<'created' | 'promoted' | 'unchanged'> {
-    const email = normalizeEmail(rawEmail)
-    const existing = await findUserByEmail(db, email)
-    if (existing) {
-      if (existing.roles.includes('admin')) return 'unchanged'
-      await addUserRole(db, existing.id, 'admin')
-      await audit.record({ type: 'role_changed', userId: existing.id, detail: { added: ['admin'], by: 'bootstrap' } })
-      return 'promoted'
-    }
+  /**
+   * Creates the admin of ADMIN_EMAIL (or `cli admin:create`). Never promotes:
+   * an account that already has the address may be someone else's, signed up
+   * first. Promoting is the operator's explicit act (`cli admin:promote`).
+   */
+  async function createAdmin (rawEmail: string, password: string): Promise<'created' | 'exists'> {
+    const email = addressOf(rawEmail, 'email')
+    if (await findUserByEmail(db, email)) return 'exists'
     passwords.enforce(password, { email })
     const now = fastify.now().toISOString()
     let user: Account
@@ -87,17 +101,28 @@ function createAccounts (fastify: FastifyInstance) {
       }, ['user', 'admin'])))
     } catch (err) {
       // Replicas starting together: another one created it first.
-      if (err instanceof Errors.EmailTaken) return ensureAdmin(email, password)
+      if (err instanceof Errors.EmailTaken) return 'exists'
       throw err
     }
     await audit.record({ type: 'signup', userId: user.id, detail: { by: 'bootstrap', roles: ['user', 'admin'] } })
     return 'created'
   }
 
+  /** Gives an existing account the admin role: the operator's act, on the trail. */
+  async function promoteAdmin (rawEmail: string): Promise<'promoted' | 'unchanged' | 'not_found'> {
+    const user = await findUserByEmail(db, addressOf(rawEmail, 'email'))
+    if (!user) return 'not_found'
+    if (user.roles.includes('admin')) return 'unchanged'
+    await addUserRole(db, user.id, 'admin')
+    await audit.record({ type: 'role_changed', userId: user.id, detail: { added: ['admin'], removed: [], by: 'operator' } })
+    return 'promoted'
+  }
+
   return {
     current,
     present,
-    ensureAdmin,
+    createAdmin,
+    promoteAdmin,
 
     /** The signed-in user's own profile. */
     profile: async (userId: string) => present(await current(userId)),
@@ -108,9 +133,12 @@ function createAccounts (fastify: FastifyInstance) {
      * address alike (the owner of a taken one is told by mail).
      */
     async signup (input: { email: string, password: string, username?: string }, client: ClientInfo): Promise<TokenResponse | null> {
-      const email = normalizeEmail(input.email)
+      const email = addressOf(input.email, 'email')
       const username = input.username === undefined ? null : normalizeUsername(input.username)
       passwords.enforce(input.password, { email, username })
+      // The username first, whatever the address: which unique index the database checks
+      // first differs (PostgreSQL: email, SQLite: username), and must not tell whether the address is taken.
+      if (username !== null && await findUserByUsername(db, username)) throw new Errors.UsernameTaken()
       const now = fastify.now().toISOString()
       let user: Account
       try {
@@ -119,6 +147,8 @@ function createAccounts (fastify: FastifyInstance) {
         }, ['user'])))
       } catch (err) {
         if (!(err instanceof Errors.EmailTaken) || !config.REQUIRE_EMAIL_VERIFICATION) throw err
+        // Both taken, the username since the check above: answer for the username, as then.
+        if (username !== null && await findUserByUsername(db, username)) throw new Errors.UsernameTaken()
         emails.signupAttempted(email)
         return null
       }
@@ -132,15 +162,21 @@ function createAccounts (fastify: FastifyInstance) {
      * way after the same work: one argon2 verify.
      */
     async login (input: { email?: string, username?: string, password: string }, client: ClientInfo): Promise<TokenResponse> {
-      const identifier = (input.email ?? input.username ?? '').trim()
-      // Throttled accounts wait, right password or not: counted before any password work.
-      await loginThrottle.attempt(identifier)
-      const user = identifier.includes('@') ? await findUserByEmail(db, normalizeEmail(identifier)) : await findUserByUsername(db, normalizeUsername(identifier))
-      const ok = await passwords.verify(user?.password_hash, input.password)
-      const refusal = !user ? 'unknown_account' : !ok ? 'wrong_password' : user.disabled ? 'disabled' : null
-      if (refusal) {
+      const typed = (input.email ?? input.username ?? '').trim()
+      const byEmail = typed.includes('@')
+      const identifier = byEmail ? addressOf(typed, input.email === undefined ? 'username' : 'email') : normalizeUsername(typed)
+      const user = byEmail ? await findUserByEmail(db, identifier) : await findUserByUsername(db, identifier)
+      // Throttled per account, however it was named; an unknown name is throttled alike.
+      // A disabled account counts as a failure, as it answers like one.
+      let passwordOk = false
+      const ok = await loginThrottle.guard(throttleKey(user, identifier), async () => {
+        passwordOk = await passwords.verify(user?.password_hash, input.password)
+        return passwordOk && !user!.disabled
+      })
+      if (!ok) {
+        const reason = !user ? 'unknown_account' : !passwordOk ? 'wrong_password' : 'disabled'
         // The reason is for the trail only; the caller gets the same answer for all three.
-        await audit.record({ type: 'login_failed', userId: user?.id ?? null, client, detail: { reason: refusal } })
+        await audit.record({ type: 'login_failed', userId: user?.id ?? null, client, detail: { reason } })
         throw new Errors.InvalidCredentials()
       }
       // Only after the right password: the 403 tells nothing to someone who does not know it.
@@ -151,15 +187,14 @@ function createAccounts (fastify: FastifyInstance) {
       if (passwords.needsRehash(user!.password_hash)) {
         await updateUser(db, user!.id, { password_hash: await passwords.hash(input.password) })
       }
-      await loginThrottle.succeeded(identifier)
       await audit.record({ type: 'login_succeeded', userId: user!.id, client })
       return signedIn(user!, client)
     },
 
-    /** Changes the password and ends every other session of the user. */
+    /** Changes the password and ends every other session of the user (pending mail tokens die with them). */
     async changePassword (userId: string, sessionId: string, currentPassword: string, newPassword: string, client: ClientInfo): Promise<void> {
       const user = await current(userId)
-      if (!await passwords.verify(user.password_hash, currentPassword)) throw new Errors.InvalidCredentials()
+      await reauthenticate(user, currentPassword)
       if (currentPassword.normalize('NFKC') === newPassword.normalize('NFKC')) throw new Errors.SamePassword()
       passwords.enforce(newPassword, user)
       await updateUser(db, user.id, { password_hash: await passwords.hash(newPassword), updated_at: fastify.now().toISOString() })
@@ -178,12 +213,13 @@ function createAccounts (fastify: FastifyInstance) {
     /** Deletes the account after re-authentication; sessions and tokens go with it. */
     async deleteAccount (userId: string, password: string, client: ClientInfo): Promise<void> {
       const user = await current(userId)
-      if (!await passwords.verify(user.password_hash, password)) throw new Errors.InvalidCredentials()
+      await reauthenticate(user, password)
       await remove(user.id, 'account_deleted')
       await audit.record({ type: 'user_deleted', userId: user.id, client, detail: { by: 'self' } })
     },
 
-    remove
+    remove,
+    reauthenticate
   }
 }
 
@@ -192,7 +228,11 @@ export default fp(async function accounts (fastify) {
   fastify.decorate('accounts', accounts)
   const { ADMIN_EMAIL, ADMIN_PASSWORD } = fastify.config
   if (ADMIN_EMAIL && ADMIN_PASSWORD) {
-    const outcome = await accounts.ensureAdmin(ADMIN_EMAIL, ADMIN_PASSWORD)
-    if (outcome !== 'unchanged') fastify.log.info({ outcome }, 'first admin from ADMIN_EMAIL')
+    const outcome = await accounts.createAdmin(ADMIN_EMAIL, ADMIN_PASSWORD)
+    if (outcome === 'created') fastify.log.info('first admin created from ADMIN_EMAIL')
+    // Someone may have signed up with the address first: never promote it on our own.
+    else if (!(await findUserByEmail(fastify.db, normalizeEmail(ADMIN_EMAIL)))?.roles.includes('admin')) {
+      fastify.log.error('ADMIN_EMAIL belongs to an account that is not an admin; it was NOT promoted. If it is yours, run `cli admin:promote --email <address>`.')
+    }
   }
-}, { name: 'accounts', dependencies: ['config', 'db', 'passwords', 'sessions', 'emails', 'roles', 'audit', 'login-throttle'] })
+}, { name: 'accounts', dependencies: ['config', 'db', 'passwords', 'sessions', 'emails', 'audit', 'login-throttle'] })

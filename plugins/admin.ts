@@ -1,10 +1,13 @@
 import type { FastifyInstance, FastifyRequest } from 'fastify'
 import fp from 'fastify-plugin'
+import type { Kysely } from 'kysely'
 import { listEvents, type EventFilters } from '../db/queries/events.js'
-import { rolesOfUsers, setUserRoles, usersWithRole } from '../db/queries/roles.js'
+import { voidAllOneTimeTokens } from '../db/queries/one-time-tokens.js'
+import { listRoles, rolesOfUsers, setUserRoles, usersWithRole, type RoleWithPermissions } from '../db/queries/roles.js'
 import { findUserById, listUsers, updateUser, type Account, type UserFilters } from '../db/queries/users.js'
-import type { AuthEventRow, UserRow } from '../db/types.js'
+import type { AuthEventRow, Database, UserRow } from '../db/types.js'
 import { Errors } from './errors.js'
+import { BUILT_IN, type Permission } from './roles.js'
 import { clientOf, type ClientInfo } from './sessions.js'
 
 declare module 'fastify' {
@@ -15,14 +18,16 @@ declare module 'fastify' {
 
 export type Admin = ReturnType<typeof createAdmin>
 
-/** Who acts, from where: every admin action is on the trail under the admin's id. */
+/** Who acts, from where: every admin action is on the trail under the actor's id. */
 export interface Actor {
   userId: string
+  /** The roles its access token names. */
+  roles: readonly string[]
   client: ClientInfo
 }
 
-/** The signed-in admin making the request. */
-export const actorOf = (request: FastifyRequest): Actor => ({ userId: request.auth!.userId, client: clientOf(request) })
+/** The signed-in caller making the request. */
+export const actorOf = (request: FastifyRequest): Actor => ({ userId: request.auth!.userId, roles: request.auth!.roles, client: clientOf(request) })
 
 const iso = (time: Date | string) => new Date(time).toISOString()
 const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i
@@ -46,6 +51,61 @@ function paged<Row extends { created_at: Date | string, id: string }, Item> (row
   return { items: map(items), next_cursor: rows.length > limit ? cursor.encode(items[items.length - 1]) : null }
 }
 
+/** A refusal for want of privilege, with what the trail should say of it. */
+type Refusal = InstanceType<typeof Errors.InsufficientPrivilege> & { refusal: { operation: Operation, target: string, reason: string } }
+
+function refuse (operation: Operation, target: string, reason: string): never {
+  const error = new Errors.InsufficientPrivilege(reason) as Refusal
+  error.refusal = { operation, target, reason }
+  throw error
+}
+
+/** Each operation with a target, and its permission: the route's guard asks for it too, here it is asked of the live roles. */
+const NEEDS = {
+  update_user: 'users:write',
+  delete_user: 'users:write',
+  end_sessions: 'sessions:revoke',
+  create_role: 'roles:write',
+  update_role: 'roles:write',
+  delete_role: 'roles:write'
+} as const satisfies Record<string, Permission>
+type Operation = keyof typeof NEEDS
+
+/** Refuses unless the actor holds every one of `needed`; `whose` begins the reason ("the account holds"). */
+function requireHeld (power: { permissions: ReadonlySet<string> }, needed: Iterable<string>, operation: Operation, target: string, whose: string) {
+  const missing = [...new Set(needed)].filter((p) => !power.permissions.has(p)).sort()
+  if (missing.length > 0) refuse(operation, target, `${whose} ${missing.join(', ')}, which you do not hold`)
+}
+
+/**
+ * What the actor holds, and what roles grant, read from the database in the
+ * caller's transaction (this replica's cache may lag behind another's change);
+ * refuses unless the operation's permission is among it. It counts only the
+ * roles the token names that the account still holds: a token can outlive a
+ * role taken away until the revocation reaches every replica.
+ */
+async function privilegeOf (db: Kysely<Database>, actor: Actor, operation: Operation, target: string) {
+  const [account, all] = await Promise.all([findUserById(db, actor.userId), listRoles(db)])
+  const roles = new Map(all.map((r) => [r.name, r]))
+  const of = (names: Iterable<string>) => new Set([...names].flatMap((name) => roles.get(name)?.permissions ?? []))
+  const live = account && !account.disabled ? actor.roles.filter((r) => account.roles.includes(r)) : []
+  const power = { held: new Set([...actor.roles, ...account?.roles ?? []]), permissions: of(live), of, roles }
+  requireHeld(power, [NEEDS[operation]], operation, target, 'this needs')
+  return power
+}
+
+/**
+ * The admin operations, and the privilege rules they obey, all here. Routes
+ * check only the permission of the operation (config.permission); what the
+ * target allows is decided below:
+ * - an account is changed, disabled, deleted or signed out only by an actor
+ *   holding every permission it holds (so only an admin touches an admin);
+ * - a role is granted or taken away only by an actor holding its permissions;
+ *   nobody changes their own roles;
+ * - a role is created, edited or deleted only within the actor's permissions,
+ *   never one the actor holds, and never a built-in one;
+ * - editing or deleting a role changes its holders: the actor must hold what they hold.
+ */
 function createAdmin (fastify: FastifyInstance) {
   const { db, roles, sessions, audit, accounts, tokens } = fastify
 
@@ -53,10 +113,49 @@ function createAdmin (fastify: FastifyInstance) {
     ...row, email_verified: Boolean(row.email_verified), disabled: Boolean(row.disabled), roles: userRoles, created_at: iso(row.created_at), updated_at: iso(row.updated_at)
   })
 
-  async function existing (id: string): Promise<Account> {
-    const user = await findUserById(db, id)
+  async function existing (id: string, from = db): Promise<Account> {
+    const user = await findUserById(from, id)
     if (!user) throw new Errors.UserNotFound()
     return user
+  }
+
+  const getUser = async (id: string) => {
+    const user = await existing(id)
+    return view(user, user.roles)
+  }
+
+  /** Runs an operation; a refusal goes on the trail once any transaction it came from has rolled back (SQLite has one connection). */
+  async function recorded<T> (actor: Actor, operation: () => Promise<T>): Promise<T> {
+    try {
+      return await operation()
+    } catch (err) {
+      const refusal = (err as Partial<Refusal>).refusal
+      if (refusal) await audit.record({ type: 'privilege_refused', userId: actor.userId, client: actor.client, detail: { actor: actor.userId, ...refusal } })
+      throw err
+    }
+  }
+
+  /** The account, if the actor may act on it. */
+  async function target (actor: Actor, id: string, operation: Operation, from = db) {
+    const user = await existing(id, from)
+    const power = await privilegeOf(from, actor, operation, id)
+    requireHeld(power, power.of(user.roles), operation, id, 'the account holds')
+    return { user, power }
+  }
+
+  /** The holders of a role the actor may edit (to `permissions`) or delete. */
+  async function editableRole (actor: Actor, operation: Operation, name: string, permissions: string[] = []): Promise<string[]> {
+    // Not a question of privilege: nobody edits these.
+    if (BUILT_IN.has(name)) throw new Errors.RoleProtected()
+    const power = await privilegeOf(db, actor, operation, name)
+    const role = power.roles.get(name)
+    if (!role) throw new Errors.RoleNotFound()
+    if (power.held.has(name)) refuse(operation, name, `you hold the role ${name} yourself`)
+    requireHeld(power, role.permissions, operation, name, 'the role carries')
+    requireHeld(power, permissions, operation, name, 'the role would carry')
+    const holders = await rolesOfUsers(db, await usersWithRole(db, name))
+    requireHeld(power, power.of([...holders.values()].flat()), operation, name, 'a holder of the role holds')
+    return [...holders.keys()]
   }
 
   return {
@@ -66,59 +165,82 @@ function createAdmin (fastify: FastifyInstance) {
       return paged(rows, limit, (items) => items.map((r) => view(r, byUser.get(r.id) ?? [])))
     },
 
-    async getUser (id: string) {
-      const user = await existing(id)
-      return view(user, user.roles)
-    },
+    getUser,
 
     /** Changes roles, disabled and email_verified. Disabling, or taking a role away, ends every session at once. */
-    async updateUser (actor: Actor, id: string, patch: { roles?: string[], disabled?: boolean, email_verified?: boolean }) {
-      const user = await existing(id)
-      const before = user.roles
-      const after = patch.roles && [...new Set(['user', ...patch.roles])].sort()
-      const unknown = after?.filter((r) => !roles.exists(r)) ?? []
-      if (unknown.length > 0) throw new Errors.UnknownRole(unknown.join(', '))
-      if (actor.userId === id && (patch.disabled === true || (after && before.includes('admin') && !after.includes('admin')))) throw new Errors.CannotModifySelf()
+    updateUser: (actor: Actor, id: string, patch: { roles?: string[], disabled?: boolean, email_verified?: boolean }) => recorded(actor, async () => {
       const now = fastify.now().toISOString()
-      const changes = {
-        ...(patch.disabled !== undefined && { disabled: patch.disabled ? 1 : 0 }),
-        ...(patch.email_verified !== undefined && { email_verified: patch.email_verified ? 1 : 0 })
-      }
-      await updateUser(db, id, { ...changes, updated_at: now })
-      const removed = after ? before.filter((r) => !after.includes(r)) : []
-      if (after) {
-        await setUserRoles(db, id, after)
-        const added = after.filter((r) => !before.includes(r))
-        if (added.length + removed.length > 0) await audit.record({ type: 'role_changed', userId: id, client: actor.client, detail: { by: actor.userId, added, removed } })
-      }
+      const { user, added, removed } = await db.transaction().execute(async (trx) => {
+        // Touched first: the row stays locked, so changes of one account run one at a time, each checking what the last wrote.
+        if (!await updateUser(trx, id, { updated_at: now })) throw new Errors.UserNotFound()
+        const { user, power } = await target(actor, id, 'update_user', trx)
+        const after = patch.roles && [...new Set(['user', ...patch.roles])].sort()
+        const added = after ? after.filter((r) => !user.roles.includes(r)) : []
+        const removed = after ? user.roles.filter((r) => !after.includes(r)) : []
+        if (actor.userId === id && patch.disabled === true) throw new Errors.CannotModifySelf()
+        if (actor.userId === id && added.length + removed.length > 0) refuse('update_user', id, 'you cannot change your own roles')
+        const unknown = added.filter((r) => !power.roles.has(r))
+        if (unknown.length > 0) throw new Errors.UnknownRole(unknown.join(', '))
+        requireHeld(power, power.of([...added, ...removed]), 'update_user', id, 'the roles you grant or take away carry')
+
+        const changes = {
+          ...(patch.disabled !== undefined && { disabled: patch.disabled ? 1 as const : 0 as const }),
+          ...(patch.email_verified !== undefined && { email_verified: patch.email_verified ? 1 as const : 0 as const })
+        }
+        if (Object.keys(changes).length > 0) await updateUser(trx, id, changes)
+        if (after && added.length + removed.length > 0) {
+          await setUserRoles(trx, id, after)
+          // A change of privilege: a reset or change of address asked for before must not outlive it.
+          await voidAllOneTimeTokens(trx, id, now)
+        }
+        return { user, added, removed }
+      })
+      if (added.length + removed.length > 0) await audit.record({ type: 'role_changed', userId: id, client: actor.client, detail: { by: actor.userId, added, removed } })
       if (patch.disabled !== undefined && patch.disabled !== Boolean(user.disabled)) {
         await audit.record({ type: patch.disabled ? 'user_disabled' : 'user_enabled', userId: id, client: actor.client, detail: { by: actor.userId } })
       }
+      // After the write, not before: a sign-in racing this change either read the new roles or has its session ended here.
       // Tokens carry roles: a role taken away, or a disabled account, must not outlive its access tokens.
       if (patch.disabled === true || removed.length > 0) await sessions.endAll(id, patch.disabled ? 'user_disabled' : 'roles_changed')
-      return this.getUser(id)
-    },
+      return getUser(id)
+    }),
 
-    async deleteUser (actor: Actor, id: string) {
+    deleteUser: (actor: Actor, id: string) => recorded(actor, async () => {
       if (actor.userId === id) throw new Errors.CannotModifySelf()
-      await existing(id)
+      await target(actor, id, 'delete_user')
       await accounts.remove(id, 'deleted_by_admin')
       await audit.record({ type: 'user_deleted', userId: id, client: actor.client, detail: { by: actor.userId } })
-    },
+    }),
 
-    async endSessions (actor: Actor, id: string) {
-      await existing(id)
+    endSessions: (actor: Actor, id: string) => recorded(actor, async () => {
+      await target(actor, id, 'end_sessions')
       const ended = await sessions.endAll(id, 'ended_by_admin')
       await audit.record({ type: 'sessions_ended', userId: id, client: actor.client, detail: { by: actor.userId, reason: 'ended_by_admin', sessions: ended.length } })
-    },
+    }),
+
+    createRole: (actor: Actor, role: RoleWithPermissions) => recorded(actor, async () => {
+      if (roles.exists(role.name)) throw new Errors.RoleExists()
+      requireHeld(await privilegeOf(db, actor, 'create_role', role.name), role.permissions, 'create_role', role.name, 'the role would carry')
+      await roles.create(role)
+      await audit.record({ type: 'role_created', userId: actor.userId, client: actor.client, detail: { role: role.name, permissions: role.permissions } })
+      return role
+    }),
+
+    /** Replaces a role's description and permissions; its holders' tokens carry its name, so the change applies at once. */
+    updateRole: (actor: Actor, role: RoleWithPermissions) => recorded(actor, async () => {
+      await editableRole(actor, 'update_role', role.name, role.permissions)
+      await roles.update(role)
+      await audit.record({ type: 'role_updated', userId: actor.userId, client: actor.client, detail: { role: role.name, permissions: role.permissions } })
+      return role
+    }),
 
     /** Deletes a role; its holders' sessions end at once, as their tokens carry the role. */
-    async deleteRole (actor: Actor, name: string) {
-      const holders = await usersWithRole(db, name)
+    deleteRole: (actor: Actor, name: string) => recorded(actor, async () => {
+      const holders = await editableRole(actor, 'delete_role', name)
       await roles.remove(name)
       for (const userId of holders) await sessions.endAll(userId, 'role_deleted')
       await audit.record({ type: 'role_deleted', userId: actor.userId, client: actor.client, detail: { role: name, holders: holders.length } })
-    },
+    }),
 
     async rotateKeys (actor: Actor) {
       const kid = await tokens.rotate()

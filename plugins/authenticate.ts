@@ -36,7 +36,7 @@ export default fp(async function authenticate (fastify) {
     if (!token) throw new Errors.InvalidAccessToken()
     const claims = fastify.tokens.verifyAccessToken(token)
     // In memory, no I/O: a session ended anywhere stops its access tokens at once.
-    if (fastify.revocations.has(claims.sid)) throw new Errors.SessionRevoked()
+    if (fastify.revocations.has(claims.sid, claims.exp)) throw new Errors.SessionRevoked()
     return { userId: claims.sub, sessionId: claims.sid, roles: claims.roles }
   }
 

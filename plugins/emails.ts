@@ -4,9 +4,11 @@ import fp from 'fastify-plugin'
 import { consumeOneTimeToken, findLiveOneTimeToken, replaceOneTimeToken, voidOneTimeTokens } from '../db/queries/one-time-tokens.js'
 import { findUserByEmail, findUserById, uniqueViolation, updateUser } from '../db/queries/users.js'
 import type { TokenPurpose, UserRow } from '../db/types.js'
-import { normalizeEmail, toPublicUser } from './accounts.js'
+import { toPublicUser } from './accounts.js'
+import { addressOf, normalizeEmail } from './addresses.js'
 import { Errors } from './errors.js'
 import { templates } from './mail-templates.js'
+import { throttleKey } from './login-throttle.js'
 import type { ClientInfo } from './sessions.js'
 
 declare module 'fastify' {
@@ -117,20 +119,27 @@ function createEmails (fastify: FastifyInstance) {
       // Following the link proved the mailbox is theirs: the address is verified too.
       await updateUser(db, owner.id, { password_hash: passwordHash, email_verified: row.email === owner.email ? 1 : Number(owner.email_verified), updated_at: now })
       await sessions.endAll(owner.id, 'password_reset')
-      await loginThrottle.succeeded(owner.email, owner.username)
+      await loginThrottle.forget(throttleKey(owner, ''))
       await audit.record({ type: 'password_reset', userId: owner.id, client })
     },
 
-    /** Starts a change of address: mails the new address; nothing changes until it is verified. */
+    /**
+     * Starts a change of address: mails the new address; nothing changes until
+     * it is verified. A taken address answers like a free one (its owner is
+     * told instead), and either mail goes at most once per resend interval.
+     */
     async requestChange (userId: string, newEmail: string, password: string): Promise<void> {
       const user = await findUserById(db, userId)
       if (!user || user.disabled) throw new Errors.InvalidAccessToken()
-      if (!await passwords.verify(user.password_hash, password)) throw new Errors.InvalidCredentials()
-      const email = normalizeEmail(newEmail)
+      if (!await loginThrottle.guard(throttleKey(user, ''), () => passwords.verify(user.password_hash, password))) throw new Errors.InvalidCredentials()
+      const email = addressOf(newEmail, 'new_email')
       if (email === user.email) throw new Errors.SameEmail()
-      if (await findUserByEmail(db, email)) throw new Errors.EmailTaken()
-      const token = await issue(user, 'change_email', email, config.EMAIL_VERIFICATION_TTL_SECONDS, false)
-      mailer.send(email, templates.confirmNewEmail(link(config.EMAIL_VERIFY_URL, token!), config.EMAIL_VERIFICATION_TTL_SECONDS))
+      // The same writes either way; for a taken address the token is never sent, so it can never be used.
+      const token = await issue(user, 'change_email', email, config.EMAIL_VERIFICATION_TTL_SECONDS, true)
+      if (!token) return
+      const owner = await findUserByEmail(db, email)
+      if (owner) mailer.send(owner.email, templates.changeToTakenAddress())
+      else mailer.send(email, templates.confirmNewEmail(link(config.EMAIL_VERIFY_URL, token), config.EMAIL_VERIFICATION_TTL_SECONDS))
     }
   }
 }

@@ -1,6 +1,8 @@
+import { randomUUID } from 'node:crypto'
 import { STATUS_CODES } from 'node:http'
+import type { Socket } from 'node:net'
 import createError from '@fastify/error'
-import type { FastifyError, FastifyReply, FastifyRequest } from 'fastify'
+import type { ConnectionError, FastifyError, FastifyInstance, FastifyReply, FastifyRequest } from 'fastify'
 import fp from 'fastify-plugin'
 import FindMyWay, { type HTTPMethod } from 'find-my-way'
 import { logRequest } from './logging.js'
@@ -25,6 +27,7 @@ export const Errors = {
   SessionRevoked: createError('SESSION_REVOKED', 'The session of this access token has ended.', 401),
   SessionNotFound: createError('SESSION_NOT_FOUND', 'No such session.', 404),
   Forbidden: createError('FORBIDDEN', 'You are signed in but not allowed to do this.', 403),
+  InsufficientPrivilege: createError('INSUFFICIENT_PRIVILEGE', 'You cannot do this: %s.', 403),
   EmailTaken: createError('EMAIL_TAKEN', 'An account with this email address already exists.', 409),
   UsernameTaken: createError('USERNAME_TAKEN', 'This username is taken.', 409),
   WeakPassword: createError('WEAK_PASSWORD', 'The password does not meet the policy: %s.', 400),
@@ -38,9 +41,9 @@ export const Errors = {
   UnknownRole: createError('UNKNOWN_ROLE', 'Unknown role: %s.', 400),
   RoleExists: createError('ROLE_EXISTS', 'A role with this name exists.', 409),
   RoleNotFound: createError('ROLE_NOT_FOUND', 'No such role.', 404),
-  RoleProtected: createError('ROLE_PROTECTED', 'The built-in roles cannot be deleted, and admin keeps every permission.', 400),
+  RoleProtected: createError('ROLE_PROTECTED', 'The built-in roles (user, admin) cannot be edited or deleted.', 400),
   UserNotFound: createError('USER_NOT_FOUND', 'No such user.', 404),
-  CannotModifySelf: createError('CANNOT_MODIFY_SELF', 'You cannot disable yourself, delete yourself here, or take away your own admin role.', 400),
+  CannotModifySelf: createError('CANNOT_MODIFY_SELF', 'You cannot disable or delete yourself here.', 400),
   InvalidCursor: createError('INVALID_CURSOR', 'The cursor is not one this service gave out.', 400),
   RateLimited: createError('RATE_LIMITED', 'Too many requests; try again in %s seconds.', 429),
   MetricsTokenRequired: createError('METRICS_TOKEN_REQUIRED', 'The metrics need the bearer token the operator configured (METRICS_TOKEN).', 401),
@@ -105,8 +108,10 @@ export function sendProblem (reply: FastifyReply, body: Problem, headers: Record
  * for the answers made before any hook runs too (router errors).
  */
 export const API_SECURITY_HEADERS: Readonly<Record<string, string>> = {
-  // Tokens and profiles must not be kept by a browser or a proxy cache (RFC 6749, 5.1).
+  // Tokens and profiles must not be kept by a browser or a proxy cache (RFC 6749, 5.1); Pragma for HTTP/1.0 caches,
+  // which know no Cache-Control. plugins/security.ts drops it where a route makes its answer cacheable (the JWKS).
   'cache-control': 'no-store',
+  pragma: 'no-cache',
   'content-security-policy': "default-src 'none'; frame-ancestors 'none'",
   'strict-transport-security': 'max-age=31536000; includeSubDomains',
   'x-content-type-options': 'nosniff',
@@ -121,6 +126,38 @@ export const API_SECURITY_HEADERS: Readonly<Record<string, string>> = {
 export function frameworkErrorHandler (error: FastifyError, request: FastifyRequest, reply: FastifyReply) {
   reply.raw.once('finish', () => logRequest(request, reply))
   sendProblem(reply, toProblem(error, request), API_SECURITY_HEADERS)
+}
+
+/** Node's HTTP parser and timeout errors, by their code; any other is a 400 BAD_REQUEST. */
+const CLIENT_ERRORS: Record<string, { status: number, code: string, detail: string }> = {
+  ERR_HTTP_REQUEST_TIMEOUT: { status: 408, code: 'REQUEST_TIMEOUT', detail: 'The request was not received in time (REQUEST_TIMEOUT_SECONDS, HEADERS_TIMEOUT_SECONDS).' },
+  HPE_HEADER_OVERFLOW: { status: 431, code: 'HEADERS_TOO_LARGE', detail: 'The request line and headers are larger than the server accepts.' },
+  HPE_CHUNK_EXTENSIONS_OVERFLOW: { status: 413, code: 'PAYLOAD_TOO_LARGE', detail: 'The chunk extensions of the body are larger than the server accepts.' }
+}
+const MALFORMED_HTTP = { status: 400, code: 'BAD_REQUEST', detail: 'The request is not well-formed HTTP/1.1.' }
+
+/**
+ * For the server option `clientErrorHandler`: what Node's parser refuses (a
+ * malformed request, headers over its limit) or gives up on (a timeout)
+ * never reaches Fastify, so the problem is written here, on the socket, with
+ * the security headers and a request id of its own. The log line has the
+ * code, never the error itself: its `rawPacket` holds the refused bytes,
+ * credentials included.
+ */
+export function clientErrorHandler (this: FastifyInstance, error: ConnectionError, socket: Socket) {
+  if (error.code === 'ECONNRESET' || socket.destroyed) return
+  const { status, code, detail } = CLIENT_ERRORS[error.code] ?? MALFORMED_HTTP
+  const requestId = randomUUID()
+  this.log.info({ request_id: requestId, status, code, parser_code: error.code, ip: socket.remoteAddress }, 'client error')
+  // As Node does: no answer in the middle of another one being written on this socket (keep-alive).
+  const inFlight = (socket as Socket & { _httpMessage?: { headersSent: boolean } })._httpMessage
+  if (socket.writable && !inFlight?.headersSent) {
+    const title = STATUS_CODES[status]!
+    const body = JSON.stringify({ type: 'about:blank', title, status, detail, code, request_id: requestId } satisfies Problem)
+    const headers = { ...API_SECURITY_HEADERS, 'content-type': 'application/problem+json', 'content-length': Buffer.byteLength(body), 'x-request-id': requestId, connection: 'close' }
+    socket.write(`HTTP/1.1 ${status} ${title}\r\n${Object.entries(headers).map(([name, value]) => `${name}: ${value}\r\n`).join('')}\r\n${body}`)
+  }
+  socket.destroy(error)
 }
 
 const METHODS: HTTPMethod[] = ['GET', 'HEAD', 'POST', 'PUT', 'PATCH', 'DELETE', 'OPTIONS']

@@ -1,5 +1,6 @@
 import type { FastifyBaseLogger, FastifyReply, FastifyRequest } from 'fastify'
 import fp from 'fastify-plugin'
+import { clientIp } from './client-ip.js'
 
 type Level = 'fatal' | 'error' | 'warn' | 'info' | 'debug' | 'trace'
 type Bindings = Record<string, unknown>
@@ -51,7 +52,7 @@ export function logRequest (request: FastifyRequest, reply: FastifyReply) {
     status: reply.statusCode,
     duration_ms: Math.round(reply.elapsedTime * 100) / 100,
     user_id: request.auth?.userId ?? null,
-    ip: request.ip
+    ip: clientIp(request)
   }, 'request')
 }
 

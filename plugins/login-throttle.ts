@@ -44,17 +44,17 @@ function decide (failures: Failures | null, now: number): { wait: number, next?:
 }
 
 interface Store {
-  /** Applies `decide` to the key atomically; returns the wait. */
-  attempt: (key: string, now: number) => Promise<number>
+  /** Applies `decide` to the key atomically, on the store's own clock; returns the wait. */
+  attempt: (key: string) => Promise<number>
   delete: (key: string) => Promise<void>
 }
 
-function memoryStore (): Store {
+function memoryStore (now: () => Date): Store {
   const entries = new Map<string, Failures>()
   return {
-    async attempt (key, now) {
+    async attempt (key) {
       // Synchronous from read to write: nothing can run in between.
-      const { wait, next } = decide(entries.get(key) ?? null, now)
+      const { wait, next } = decide(entries.get(key) ?? null, now().getTime())
       if (next) {
         entries.delete(key) // re-insert: Map order is the eviction order
         entries.set(key, next)
@@ -66,9 +66,14 @@ function memoryStore (): Store {
   }
 }
 
-/** `decide`, as a Lua script: Redis runs it atomically. */
+/**
+ * `decide`, as a Lua script: Redis runs it atomically, on Redis' own clock
+ * (TIME), so replicas whose clocks disagree still count on one timeline.
+ */
 const ATTEMPT_SCRIPT = `
-local now, free, maxDelay, window, ttl = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3]), tonumber(ARGV[4]), tonumber(ARGV[5])
+local time = redis.call('TIME')
+local now = tonumber(time[1]) * 1000 + math.floor(tonumber(time[2]) / 1000)
+local free, maxDelay, window, ttl = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3]), tonumber(ARGV[4])
 local count, last = 0, 0
 local stored = redis.call('GET', KEYS[1])
 if stored then
@@ -84,36 +89,67 @@ return 0`
 
 function redisStore (redis: Redis, prefix: string): Store {
   return {
-    async attempt (key, now) {
-      return Number(await redis.eval(ATTEMPT_SCRIPT, 1, prefix + key, now, FREE_FAILURES, MAX_DELAY_MS, WINDOW_MS, WINDOW_MS + 2 * MAX_DELAY_MS))
+    async attempt (key) {
+      return Number(await redis.eval(ATTEMPT_SCRIPT, 1, prefix + key, FREE_FAILURES, MAX_DELAY_MS, WINDOW_MS, WINDOW_MS + 2 * MAX_DELAY_MS))
     },
     async delete (key) { await redis.del(prefix + key) }
   }
 }
 
+/** Runs tasks of one key one after another (tasks of other keys run freely); the map holds only keys with work queued. */
+function perKeyQueue () {
+  const tails = new Map<string, Promise<unknown>>()
+  return async function serially<T> (key: string, task: () => Promise<T>): Promise<T> {
+    const run = (tails.get(key) ?? Promise.resolve()).then(task, task)
+    const tail = run.catch(() => {})
+    tails.set(key, tail)
+    tail.then(() => { if (tails.get(key) === tail) tails.delete(key) })
+    return run
+  }
+}
+
+/** The throttle key of an account: its id once known; else what was typed, hashed (so an unknown name is throttled alike). */
+export const throttleKey = (account: { id: string } | undefined, typed: string) =>
+  account ? `account:${account.id}` : `name:${createHash('sha256').update(typed).digest('base64url')}`
+
 /**
- * Distributed guessing: sign-in attempts counted per account, known or not
- * (so throttling tells nothing), whatever address they come from. After 5
- * failures the account waits 1 s, 2 s, 4 s … up to 15 minutes between tries,
- * right password or not; 15 quiet minutes, a successful sign-in or a password
- * reset forget the failures. Nobody can lock an account for longer than that,
- * and it sees at most about 10 failed tries an hour once throttled.
+ * Distributed guessing: every check of an account's password (sign-in,
+ * password change, change of address, deletion; later second factors) is
+ * counted per account, known or not (so throttling tells nothing), whatever
+ * address it comes from. After 5 failures the account waits 1 s, 2 s, 4 s …
+ * up to 15 minutes between tries, right password or not; 15 quiet minutes, a
+ * right password or a password reset forget the failures. Nobody can lock an
+ * account for longer than that, and it sees at most about 10 failed tries an
+ * hour once throttled.
+ *
+ * A try is counted before its check (atomically, in Redis across replicas),
+ * so a burst of simultaneous guesses cannot all slip past; a right one then
+ * clears the count. Checks of one account run one at a time in an instance,
+ * so concurrent right passwords never see each other's pending count: only
+ * failures add up.
  */
 function createLoginThrottle (fastify: FastifyInstance) {
-  const store = fastify.redis ? redisStore(fastify.redis, `${fastify.config.REDIS_KEY_PREFIX}login-failures:`) : memoryStore()
-  const keyOf = (identifier: string) => createHash('sha256').update(identifier.trim().toLowerCase()).digest('base64url')
+  const store = fastify.redis ? redisStore(fastify.redis, `${fastify.config.REDIS_KEY_PREFIX}login-failures:`) : memoryStore(fastify.now)
+  const serially = perKeyQueue()
 
   return {
-    /** Counts an attempt, or throws 429 RATE_LIMITED with Retry-After while the account must wait. */
-    async attempt (identifier: string): Promise<void> {
-      const wait = await store.attempt(keyOf(identifier), fastify.now().getTime())
-      if (wait > 0) throw retryLater('RateLimited', wait / 1000)
+    /**
+     * Runs `check` (true: the secret was right) for the account under the
+     * throttle. Throws 429 RATE_LIMITED with Retry-After, without running it,
+     * while the account must wait.
+     */
+    guard (key: string, check: () => Promise<boolean>): Promise<boolean> {
+      return serially(key, async () => {
+        const wait = await store.attempt(key)
+        if (wait > 0) throw retryLater('RateLimited', wait / 1000)
+        const ok = await check()
+        if (ok) await store.delete(key)
+        return ok
+      })
     },
 
-    /** Clears the count: the right password was given, or the password was reset. */
-    async succeeded (...identifiers: Array<string | null>): Promise<void> {
-      await Promise.all(identifiers.filter((i): i is string => Boolean(i)).map((i) => store.delete(keyOf(i))))
-    }
+    /** Forgets the account's failures: its password was reset. */
+    forget: (key: string) => store.delete(key)
   }
 }
 

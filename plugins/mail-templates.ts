@@ -37,6 +37,11 @@ export const templates = {
     `The link works once and for ${hours(ttl)}. Until you confirm, your account keeps its old address.`
   ], { url, label: 'Confirm my new address' }),
 
+  changeToTakenAddress: () => mail('Someone tried to move an account to your address', [
+    'Someone signed in to another account asked to change its email address to this one, which already has an account. Nothing was changed.',
+    'If it was you, sign in to the account that has this address instead. If it was not, you need not do anything.'
+  ]),
+
   emailChanged: (newEmail: string) => mail('Your email address was changed', [
     `The email address of your account was changed to ${newEmail}.`,
     'If you did not do this, reset your password and contact support at once.'

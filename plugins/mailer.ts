@@ -31,7 +31,8 @@ export default fp(async function mailer (fastify) {
     }
     for (let attempt = 0; ; attempt++) {
       try {
-        await transport.sendMail({ from: config.MAIL_FROM, to, ...mail })
+        // An address object, never a string nodemailer would parse for names and more recipients.
+        await transport.sendMail({ from: config.MAIL_FROM, to: { name: '', address: to }, ...mail })
         mails.inc({ result: 'sent' })
         return
       } catch (err) {

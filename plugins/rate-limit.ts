@@ -1,5 +1,6 @@
 import rateLimit from '@fastify/rate-limit'
 import fp from 'fastify-plugin'
+import { clientIp } from './client-ip.js'
 import { retryLater } from './errors.js'
 
 declare module 'fastify' {
@@ -12,7 +13,7 @@ declare module 'fastify' {
 const MINUTE = 60_000
 
 /**
- * Requests per client address (TRUST_PROXY decides what that is): a global
+ * Requests per client address (TRUST_PROXY decides what that is, see client-ip.ts): a global
  * limit, and tighter ones on the routes that cost a password hash or a mail.
  * With REDIS_URL the counters are shared by every replica. 429 RATE_LIMITED
  * with Retry-After and the RateLimit-* headers of the IETF draft.
@@ -31,6 +32,8 @@ export default fp(async function limits (fastify) {
     max: config.RATE_LIMIT_GLOBAL_PER_MINUTE,
     timeWindow: MINUTE,
     ...(fastify.redis && { redis: fastify.redis, nameSpace: `${config.REDIS_KEY_PREFIX}rate-limit:` }),
+    // The address sessions and audit events record: a forwarded entry that is no IP address buys no budget of its own.
+    keyGenerator: (request) => clientIp(request) ?? 'unknown',
     // A Redis outage must not take sign-in down with it; the per-account throttle still holds.
     skipOnError: true,
     enableDraftSpec: true,

@@ -1,3 +1,4 @@
+import type { FastifyBaseLogger } from 'fastify'
 import fp from 'fastify-plugin'
 import type { Redis } from 'ioredis'
 
@@ -11,6 +12,30 @@ declare module 'fastify' {
 /** Closes a connection: politely (QUIT) when Redis answers, else by dropping it, so shutdown never fails on a Redis outage. */
 export async function closeRedis (client: Redis): Promise<void> {
   await client.quit().catch(() => client.disconnect())
+}
+
+/**
+ * A connection of its own (one in subscriber mode can do nothing else) that
+ * hands each message on `channel` to `onMessage`. It subscribes again itself
+ * at every reconnect, with the failure handled (ioredis' own resubscription
+ * leaves its promise unhandled: a connection lost at that moment would end
+ * the process), then calls `onResubscribed`, so the listener can catch up on
+ * what was published while it was away.
+ */
+export async function listen (redis: Redis, channel: string, log: FastifyBaseLogger,
+  onMessage: (message: string) => void, onResubscribed: () => Promise<void>): Promise<Redis> {
+  const subscriber = redis.duplicate({ autoResubscribe: false })
+  subscriber.on('error', (err) => log.warn({ err, channel }, 'redis subscriber error'))
+  subscriber.on('message', (_channel, message: string) => onMessage(message))
+  let subscribed = false
+  subscriber.on('ready', () => {
+    if (!subscribed) return // the first subscription is awaited below
+    subscriber.subscribe(channel).then(onResubscribed)
+      .catch((err) => log.warn({ err, channel }, 'redis resubscription failed; retried at the next reconnect'))
+  })
+  await subscriber.subscribe(channel)
+  subscribed = true
+  return subscriber
 }
 
 export default fp(async function redis (fastify) {

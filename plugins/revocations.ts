@@ -1,7 +1,8 @@
 import type { FastifyInstance } from 'fastify'
 import fp from 'fastify-plugin'
-import { insertRevocations, listRevocations, pruneRevocations } from '../db/queries/revocations.js'
-import { closeRedis } from './redis.js'
+import { insertRevocations, lastSignedAt, listRevocations, pruneRevocations } from '../db/queries/revocations.js'
+import { closeRedis, listen } from './redis.js'
+import { CLOCK_SKEW_SECONDS } from './tokens.js'
 
 declare module 'fastify' {
   interface FastifyInstance {
@@ -11,57 +12,81 @@ declare module 'fastify' {
 
 export type Revocations = Awaited<ReturnType<typeof createRevocations>>
 
-/** Extra life for a revocation beyond the access-token lifetime: clock skew and in-flight refreshes. */
-const MARGIN_MS = 60_000
 /** How often the list is pruned and re-read from the database (catching anything Redis did not deliver). */
 const RESYNC_MS = 30_000
+/**
+ * How long the database keeps a row after its end by the pruning instance's
+ * clock: an instance whose clock is behind that one's by up to this still
+ * finds the row (at start, or at a resync) while the session's tokens are
+ * alive by its own clock. Rows are small.
+ */
+const KEEP_IN_DATABASE_MS = 3_600_000
 
 /**
  * The list of revoked sessions whose access tokens may still be alive. Every
- * protected request asks `has(sid)`: a Map lookup, no I/O. Revocations are
- * written to the database (so a restart or a late replica reloads them) and,
- * with Redis, published to every replica at once.
+ * protected request asks `has(sid, exp)`: a Map lookup, no I/O. Revocations
+ * are written to the database (so a restart or a late replica reloads them)
+ * and, with Redis, published to every replica at once.
+ *
+ * How long an entry lasts, whatever the instances' clocks say. A token lives
+ * on an instance until its own `exp`, read on that instance's clock; so its
+ * session's revocation must last there at least as long. Each entry ends at
+ * `until`: a bound on the `exp` of every token of the session, on the clocks
+ * that wrote those `exp`s, and every instance compares it with its own clock
+ * exactly as it compares a token's `exp`. So no instance drops a revocation
+ * while it would still accept one of the session's tokens, however far apart
+ * the clocks are. (Computed as the revoker's now + lifetime, as it once was,
+ * it was no bound: a token signed on a clock ahead of the revoker's outlived
+ * it, and an instance on that clock dropped the revocation at once.)
+ *
+ * `until` is the later of:
+ * - the last time a token of the session was signed, as the signing instance
+ *   wrote it (sessions.last_used_at and refresh_tokens.created_at go with each
+ *   token) + the lifetime + one skew (the token is signed just after);
+ * - the revoker's now + the lifetime + two skews: a refresh racing the
+ *   revocation signs a token the database does not show yet, on a clock up to
+ *   two skews ahead of the revoker's if each is within one of the true time.
+ * A racing token on a clock further ahead than that outlives `until`; `has`
+ * then keeps the entry until that token's `exp` (a token is nearly always
+ * used at once, while the entry is alive).
  */
 async function createRevocations (fastify: FastifyInstance) {
   const { db, config, redis } = fastify
   const channel = `${config.REDIS_KEY_PREFIX}revocations`
-  const revoked = new Map<string, number>() // session id -> when its last access token has expired (ms)
-  const lifetimeMs = config.ACCESS_TOKEN_TTL_SECONDS * 1000 + MARGIN_MS
+  const revoked = new Map<string, number>() // session id -> until (ms), see above
+  const lifetimeMs = config.ACCESS_TOKEN_TTL_SECONDS * 1000
+  const skewMs = CLOCK_SKEW_SECONDS * 1000
 
   function remember (ids: string[], until: number) {
     for (const id of ids) revoked.set(id, Math.max(until, revoked.get(id) ?? 0))
   }
 
-  async function loadFromDatabase (since?: Date) {
-    const rows = await listRevocations(db, fastify.now().toISOString(), since?.toISOString())
+  // Every live row, not those revoked since the last pass: revoked_at is on the revoker's clock,
+  // and a window on ours would miss the rows of a revoker whose clock is behind.
+  async function loadFromDatabase (now: Date) {
+    const rows = await listRevocations(db, now.toISOString())
     for (const row of rows) remember([row.session_id], new Date(row.expires_at).getTime())
   }
 
-  // Subscribe before loading, so nothing revoked in between is missed.
-  const subscriber = redis?.duplicate()
-  if (subscriber) {
-    subscriber.on('error', (err) => fastify.log.warn({ err }, 'redis subscriber error'))
-    subscriber.on('message', (_channel, message) => {
-      try {
-        const { ids, until } = JSON.parse(message) as { ids: unknown, until: unknown }
-        if (Array.isArray(ids) && typeof until === 'number') remember(ids.filter((id) => typeof id === 'string'), until)
-      } catch (err) {
-        fastify.log.warn({ err }, 'ignored a malformed revocation message')
-      }
-    })
-    await subscriber.subscribe(channel)
-  }
-  await loadFromDatabase()
-
-  let lastSync = fastify.now()
-  const timer = setInterval(() => {
+  async function resync () {
     const now = fastify.now()
     for (const [id, until] of revoked) if (until <= now.getTime()) revoked.delete(id)
-    const since = new Date(lastSync.getTime() - RESYNC_MS)
-    lastSync = now
-    Promise.all([loadFromDatabase(since), pruneRevocations(db, now.toISOString())])
-      .catch((err) => fastify.log.warn({ err }, 'revocation resync failed'))
-  }, RESYNC_MS)
+    await Promise.all([loadFromDatabase(now), pruneRevocations(db, new Date(now.getTime() - KEEP_IN_DATABASE_MS).toISOString())])
+  }
+
+  // Subscribe before loading, so nothing revoked in between is missed.
+  // Back from a Redis outage: what was published meanwhile is in the database.
+  const subscriber = redis && await listen(redis, channel, fastify.log, (message) => {
+    try {
+      const { ids, until } = JSON.parse(message) as { ids: unknown, until: unknown }
+      if (Array.isArray(ids) && typeof until === 'number') remember(ids.filter((id) => typeof id === 'string'), until)
+    } catch (err) {
+      fastify.log.warn({ err }, 'ignored a malformed revocation message')
+    }
+  }, resync)
+  await loadFromDatabase(fastify.now())
+
+  const timer = setInterval(() => { resync().catch((err) => fastify.log.warn({ err }, 'revocation resync failed')) }, RESYNC_MS)
   timer.unref()
 
   fastify.addHook('onClose', async () => {
@@ -70,23 +95,33 @@ async function createRevocations (fastify: FastifyInstance) {
   })
 
   return {
-    /** True when the session was ended while its access tokens may still be alive. */
-    has (sessionId: string): boolean {
+    /**
+     * True when the session was ended. The caller has checked that the token
+     * (expiring at `exp`, seconds) is alive: a token that outlives the entry
+     * keeps it until the token's own end.
+     */
+    has (sessionId: string, exp: number): boolean {
       const until = revoked.get(sessionId)
-      return until !== undefined && until > fastify.now().getTime()
+      if (until === undefined) return false
+      if (exp * 1000 > until) revoked.set(sessionId, exp * 1000)
+      return true
     },
 
     /** Puts sessions on the list here, in the database and, with Redis, on every replica. */
     async add (sessionIds: string[]): Promise<void> {
       if (sessionIds.length === 0) return
       const now = fastify.now()
-      const until = now.getTime() + lifetimeMs
+      const signedAt = await lastSignedAt(db, sessionIds)
+      const until = Math.max(now.getTime() + lifetimeMs + 2 * skewMs, (signedAt?.getTime() ?? 0) + lifetimeMs + skewMs)
       remember(sessionIds, until)
       await insertRevocations(db, sessionIds, now.toISOString(), new Date(until).toISOString())
       // The database has it now: a Redis outage delays other replicas (to their next resync), it does not fail the request.
       await redis?.publish(channel, JSON.stringify({ ids: sessionIds, until }))
         .catch((err) => fastify.log.warn({ err }, 'revocation not published; replicas pick it up at their next resync'))
-    }
+    },
+
+    /** Prunes the list and re-reads the database now, as the timer does every RESYNC_MS. */
+    resync
   }
 }
 

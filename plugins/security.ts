@@ -50,6 +50,17 @@ const list = (value: string) => value.split(',').map((s) => s.trim()).filter(Boo
 
 const DOCS_PATH = /^\/(docs|redoc)(\/|$)/
 
+/** A Host header's name, lower-cased, without the port: `API.example.com:8443` → `api.example.com`, `[::1]:8000` → `[::1]`. */
+function hostName (host = ''): string {
+  const lower = host.toLowerCase()
+  return lower.startsWith('[') ? lower.slice(0, lower.indexOf(']') + 1) : lower.split(':')[0]
+}
+
+function dropPragmaIfCacheable (_request: FastifyRequest, reply: FastifyReply, payload: unknown, done: (err: null, payload: unknown) => void) {
+  if (reply.getHeader('cache-control') !== 'no-store') reply.removeHeader('pragma')
+  done(null, payload)
+}
+
 /** Security headers, the Host allow-list, CORS, and JSON as the only body type. */
 export default fp(async function security (fastify) {
   const { config } = fastify
@@ -63,6 +74,8 @@ export default fp(async function security (fastify) {
   })
   const docsHeaders = helmetHeaders(DOCS_HELMET_OPTIONS)
   fastify.addHook('onRoute', (route) => {
+    // Only a GET can be made cacheable (the JWKS, the docs' files): there, Pragma must not say otherwise.
+    if ([route.method].flat().some((m) => m === 'GET' || m === 'HEAD')) route.onSend = [...[route.onSend ?? []].flat(), dropPragmaIfCacheable]
     if (!DOCS_PATH.test(route.url)) return
     const setDocsHeaders = (_request: FastifyRequest, reply: FastifyReply, done: () => void) => { reply.headers(docsHeaders); done() }
     route.onRequest = [setDocsHeaders, ...[route.onRequest ?? []].flat()]
@@ -72,8 +85,8 @@ export default fp(async function security (fastify) {
   if (!allowedHosts.includes('*')) {
     const hosts = new Set(allowedHosts)
     fastify.addHook('onRequest', async (request) => {
-      // request.hostname is the Host header (or a trusted proxy's X-Forwarded-Host) without the port.
-      if (!hosts.has(request.hostname.toLowerCase())) throw new Errors.InvalidHost()
+      // The Host header itself: request.hostname would take a trusted proxy's X-Forwarded-Host, which its client may have written.
+      if (!hosts.has(hostName(request.headers.host))) throw new Errors.InvalidHost()
     })
   }
 

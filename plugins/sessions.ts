@@ -2,8 +2,10 @@ import { randomUUID } from 'node:crypto'
 import type { FastifyInstance, FastifyRequest } from 'fastify'
 import fp from 'fastify-plugin'
 import { findRefreshToken, insertSession, listLiveSessions, revokeSessions, rotateRefreshToken, touchSession, type RefreshTokenWithSession } from '../db/queries/sessions.js'
+import { voidAllOneTimeTokens } from '../db/queries/one-time-tokens.js'
 import { findUserById, type Account } from '../db/queries/users.js'
 import type { SessionRow } from '../db/types.js'
+import { clientIp } from './client-ip.js'
 import { Errors } from './errors.js'
 
 declare module 'fastify' {
@@ -28,8 +30,9 @@ export interface IssuedTokens {
 }
 
 export const clientOf = (request: FastifyRequest): ClientInfo => ({
-  ip: request.ip ?? null,
-  userAgent: request.headers['user-agent']?.slice(0, 512) ?? null
+  ip: clientIp(request),
+  // Without control characters (C0, DEL, C1): they would reach whoever reads the sessions and events in a terminal or a log viewer.
+  userAgent: request.headers['user-agent']?.replace(/[\u0000-\u001f\u007f-\u009f]/g, '').slice(0, 512) ?? null // eslint-disable-line no-control-regex
 })
 
 const later = (from: Date, seconds: number) => new Date(from.getTime() + seconds * 1000).toISOString()
@@ -56,7 +59,11 @@ function createSessions (fastify: FastifyInstance) {
    * it), the trail records a `logout` or `sessions_ended` event.
    */
   async function revoke (userId: string, reason: string, opts: { only?: string, except?: string } = {}, client?: ClientInfo): Promise<string[]> {
-    const ids = await revokeSessions(db, userId, fastify.now().toISOString(), reason, opts)
+    const now = fastify.now().toISOString()
+    // Every session at once means the credentials changed or are in doubt: a change of address or a
+    // reset asked for before must not outlive that (someone who knew the old password may have asked).
+    if (opts.only === undefined) await voidAllOneTimeTokens(db, userId, now)
+    const ids = await revokeSessions(db, userId, now, reason, opts)
     await revocations.add(ids)
     metrics.revocations.inc({ reason }, ids.length)
     if (client && ids.length > 0) {
@@ -99,15 +106,20 @@ function createSessions (fastify: FastifyInstance) {
   return {
     revoke,
 
-    /** Signs a user in: a new session, its first refresh token and an access token. */
-    async start (user: Account, client: ClientInfo): Promise<IssuedTokens> {
+    /**
+     * Signs a user in: a new session, its first refresh token and an access
+     * token. `confirm`, given the new session's id, reads the user again (or
+     * throws) once the session exists; the token carries what it returns.
+     */
+    async start (user: Account, client: ClientInfo, confirm: (sessionId: string) => Promise<Account> = async () => user): Promise<{ tokens: IssuedTokens, user: Account }> {
       const now = fastify.now()
       const id = randomUUID()
       const refresh = tokens.newRefreshToken()
       await insertSession(db,
         { id, userId: user.id, now: now.toISOString(), expiresAt: later(now, config.SESSION_MAX_AGE_SECONDS), userAgent: client.userAgent, ip: client.ip },
         { hash: refresh.hash, sessionId: id, now: now.toISOString(), expiresAt: later(now, config.REFRESH_TOKEN_TTL_SECONDS) })
-      return issue(user, id, refresh.token)
+      const confirmed = await confirm(id)
+      return { tokens: await issue(confirmed, id, refresh.token), user: confirmed }
     },
 
     /** Trades a refresh token for a new pair. The old token stops working (see `replay` for racing tabs and theft). */

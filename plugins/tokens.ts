@@ -19,14 +19,26 @@ declare module 'fastify' {
 export type Tokens = Awaited<ReturnType<typeof createTokens>>
 type Algorithm = Config['JWT_ALGORITHM']
 
-/** What a verified access token says. */
-/** What a request needs of a verified access token (the token carries jti, iat, iss and aud too). */
+/** What a request needs of a verified access token (the token carries jti, iss and aud too). */
 export interface AccessClaims {
   sub: string
   sid: string
   roles: string[]
+  iat: number
   exp: number
 }
+
+/**
+ * How far ahead of this instance's clock another instance's clock may be
+ * (seconds). A token whose `iat` is later than now + this was signed on a
+ * clock running fast, and would live that much longer than its lifetime
+ * here: refused. NTP keeps clocks within milliseconds; a minute tolerates a
+ * clock that drifted, not one that is wrong. The revocation list uses it too.
+ */
+export const CLOCK_SKEW_SECONDS = 60
+
+/** The JOSE header `typ` of an access token (RFC 9068): no other JWT of ours can pass for one. */
+const ACCESS_TOKEN_TYPE = 'at+jwt'
 
 export interface PublicJwk extends JsonWebKey {
   kty: string
@@ -149,7 +161,7 @@ async function storedKeys (config: Config, db: Kysely<Database>, now: Date): Pro
     try {
       pemText = cipher.open(row.private_key)
     } catch {
-      throw new Error(`Signing key ${row.kid} cannot be decrypted: KEY_ENCRYPTION_SECRET is not the one it was stored with.`)
+      throw new Error(`Signing key ${row.kid} cannot be decrypted: KEY_ENCRYPTION_SECRET is not the one it was stored with (unset outside production, it is the generated one kept beside the database, or in ~/.auth-service for PostgreSQL).`)
     }
     return { ...toSigningKey(createPrivateKey(pemText), algorithm), kid: row.kid }
   })
@@ -187,7 +199,7 @@ const VERIFIED_CACHE_SIZE = 5_000
  * refreshes at one core.
  */
 function signer (key: SigningKey, issuer: string, audience: string, ttlSeconds: number) {
-  const header = base64url({ alg: key.algorithm, typ: 'JWT', kid: key.kid })
+  const header = base64url({ alg: key.algorithm, typ: ACCESS_TOKEN_TYPE, kid: key.kid })
   const privateKey = key.algorithm === 'HS256' ? null : createPrivateKey(key.privateKey)
   const options = key.algorithm === 'ES256' ? { key: privateKey!, dsaEncoding: 'ieee-p1363' as const } : privateKey!
   return async (claims: Record<string, unknown> & { iat: number }): Promise<string> => {
@@ -210,12 +222,14 @@ function keyring (keys: SigningKey[], issuer: string, audience: string, ttlSecon
     activeKid: active.kid,
     sign: signer(active, issuer, audience, ttlSeconds),
     // One verifier per key, each allowing exactly the configured algorithm: no `none`, no HS256 signed with a public key.
+    // fast-jwt checks iss and aud only when present: requiredClaims makes them so.
     verifiers: new Map(keys.map((k) => [k.kid, createVerifier({
       key: k.publicKey,
       algorithms: [k.algorithm],
+      checkTyp: ACCESS_TOKEN_TYPE,
       allowedIss: issuer,
       allowedAud: audience,
-      requiredClaims: ['sub', 'sid', 'jti', 'iat', 'exp'],
+      requiredClaims: ['iss', 'aud', 'sub', 'sid', 'jti', 'iat', 'exp'],
       ignoreExpiration: true // checked against the service clock
     }) as Verifier])),
     jwks,
@@ -264,20 +278,20 @@ export async function createTokens (config: Config, db: Kysely<Database>, now: (
     ring = next
   }
 
-  /** The claims of a token whose signature, algorithm, issuer, audience and claims check out (not its expiry). */
+  /** The claims of a token whose signature, algorithm, typ, issuer, audience and claims check out (not its times). */
   function checkSignature (token: string): AccessClaims {
     let claims: AccessClaims
     try {
       const kid = decodeHeader(token).header.kid
       claims = ring.verifiers.get(kid)!(token)
     } catch {
-      // Malformed, unknown kid, wrong algorithm, bad signature, wrong issuer or audience: all the same to the caller.
+      // Malformed, unknown kid, wrong algorithm or typ, bad signature, wrong issuer or audience: all the same to the caller.
       throw new Errors.InvalidAccessToken()
     }
-    if (typeof claims.exp !== 'number') throw new Errors.InvalidAccessToken()
+    if (typeof claims.exp !== 'number' || typeof claims.iat !== 'number') throw new Errors.InvalidAccessToken()
     // Frozen: cached claims are shared by every request that bears the token. Only what requests use is kept.
     const roles = Object.freeze(Array.isArray(claims.roles) ? [...claims.roles] : []) as string[]
-    return Object.freeze({ sub: claims.sub, sid: claims.sid, roles, exp: claims.exp })
+    return Object.freeze({ sub: claims.sub, sid: claims.sid, roles, iat: claims.iat, exp: claims.exp })
   }
 
   const timer = configured ? undefined : setInterval(() => { reload().catch((err) => log.warn({ err }, 'signing keys reload failed')) }, keyTimes(config).reloadMs)
@@ -295,12 +309,15 @@ export async function createTokens (config: Config, db: Kysely<Database>, now: (
     /**
      * Verifies a bearer token; throws the service's 401 errors. A token whose
      * signature was checked before is taken from the cache (only the same
-     * whole token is a hit, so a changed byte is a miss); its expiry is
+     * whole token is a hit, so a changed byte is a miss); its times are
      * checked on every use. The caller checks revocation on every use too.
      */
     verifyAccessToken (token: string): AccessClaims {
       const claims = verified.get(token) ?? verified.remember(token, checkSignature(token))
-      if (claims.exp * 1000 <= now().getTime()) throw new Errors.AccessTokenExpired()
+      const t = now().getTime()
+      if (claims.exp * 1000 <= t) throw new Errors.AccessTokenExpired()
+      // Signed on a clock running ahead of ours: it would live here longer than an access token lives.
+      if (claims.iat * 1000 > t + CLOCK_SKEW_SECONDS * 1000) throw new Errors.InvalidAccessToken()
       return claims
     },
 

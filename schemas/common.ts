@@ -1,11 +1,21 @@
 import { Type, type Static } from 'typebox'
 
 /** Input rules shared by several routes. Normalisation (trim, lower-case, NFKC) happens in the plugins. */
+/** A character of an address: ASCII atext, or a letter, mark or decimal digit of any script (EAI, RFC 6531). */
+const ADDRESS_CHAR = "[A-Za-z0-9!#$%&'*+/=?^_`{|}~\\p{L}\\p{M}\\p{Nd}-]"
+const DOMAIN_CHAR = '[A-Za-z0-9\\p{L}\\p{M}\\p{Nd}-]'
+
+/**
+ * A plain addr-spec, dot-atom on both sides, the domain with a dot; nothing a
+ * mailer could read as a name or a second recipient. Surrounding spaces are
+ * trimmed later. Read with the `u` flag (Ajv's default).
+ */
+export const EMAIL_PATTERN = `^\\s*${ADDRESS_CHAR}+(\\.${ADDRESS_CHAR}+)*@${DOMAIN_CHAR}+(\\.${DOMAIN_CHAR}+)+\\s*$`
+
 export const EmailInput = Type.String({
   maxLength: 320,
-  // One @, no spaces inside, a dot in the domain; surrounding spaces are trimmed later.
-  pattern: '^\\s*[^\\s@]+@[^\\s@]+\\.[^\\s@]+\\s*$',
-  description: 'An email address; trimmed and lower-cased.',
+  pattern: EMAIL_PATTERN,
+  description: 'A plain email address (no display name or angle brackets); trimmed, NFKC-normalized and lower-cased.',
   examples: ['ada@example.com']
 })
 

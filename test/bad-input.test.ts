@@ -463,7 +463,8 @@ for (const database of databases) {
     const { url, drop } = await databaseFor(database.url)
     const adminEmail = uniqueEmail('bad-input-admin')
     const adminPassword = `Admin-${randomBytes(12).toString('base64url')}`
-    const app: FastifyInstance = await build(t, { env: { ...QUIET, DATABASE_URL: url, ADMIN_EMAIL: adminEmail, ADMIN_PASSWORD: adminPassword } })
+    // A secret of its own: the schema lives for this run only, and needs no generated secret file under ./data.
+    const app: FastifyInstance = await build(t, { env: { ...QUIET, DATABASE_URL: url, ADMIN_EMAIL: adminEmail, ADMIN_PASSWORD: adminPassword, KEY_ENCRYPTION_SECRET: randomBytes(32).toString('hex') } })
     t.teardown(drop)
 
     const login = await app.inject({ method: 'POST', url: '/api/v1/auth/login', payload: { email: adminEmail, password: adminPassword } })

@@ -4,7 +4,7 @@ import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import type { FastifyInstance } from 'fastify'
 import t, { type Test } from 'tap'
-import { build, childEnv, databases, GOOD_PASSWORD, json, uniqueEmail } from './helper.js'
+import { build, buildLogged, childEnv, databases, GOOD_PASSWORD, json, uniqueEmail } from './helper.js'
 
 const ROOT = join(import.meta.dirname, '..')
 const LOGIN = '/api/v1/auth/login'
@@ -20,18 +20,19 @@ function sqliteFile (t: Test) {
   return `sqlite:${join(dir, 'auth.db')}`
 }
 
-/** `npx tsx cli.ts admin:create …` with `input` piped on standard input. */
-function adminCreate (url: string, args: string[], input = '') {
+/** `npx tsx cli.ts <command> …` with `input` piped on standard input. */
+function cli (command: string, url: string, args: string[], input = '') {
   const env: NodeJS.ProcessEnv = { ...childEnv(), DATABASE_URL: url, NODE_ENV: 'test', LOG_LEVEL: 'warn' }
   delete env.ADMIN_EMAIL
   delete env.ADMIN_PASSWORD
-  const run = spawnSync('npx', ['tsx', 'cli.ts', 'admin:create', ...args], { cwd: ROOT, env, input, encoding: 'utf8', timeout: 60_000 })
+  const run = spawnSync('npx', ['tsx', 'cli.ts', command, ...args], { cwd: ROOT, env, input, encoding: 'utf8', timeout: 60_000 })
   return { status: run.status, stdout: run.stdout, stderr: run.stderr }
 }
+const adminCreate = (url: string, args: string[], input = '') => cli('admin:create', url, args, input)
 
 const login = (app: FastifyInstance, email: string, password: string) => app.inject({ method: 'POST', url: LOGIN, payload: { email, password } })
 
-t.test('admin:create makes an admin who can sign in; run again, it says so', async (t) => {
+t.test('admin:create makes an admin who can sign in; run again, it changes nothing', async (t) => {
   const url = sqliteFile(t)
   const email = uniqueEmail('cli-admin')
   const created = adminCreate(url, ['--email', email], `${GOOD_PASSWORD}\n`)
@@ -47,30 +48,61 @@ t.test('admin:create makes an admin who can sign in; run again, it says so', asy
   t.equal(admin.statusCode, 200, 'and reaches the admin API')
 
   const again = adminCreate(url, ['--email', email.toUpperCase()], `${OTHER_PASSWORD}\n`)
-  t.equal(again.status, 0, 'exit 0 again', again)
-  t.match(again.stdout, 'already an admin')
+  t.equal(again.status, 2, 'exit 2 again', again)
+  t.match(again.stderr, 'already has an account')
   t.equal((await login(app, email, GOOD_PASSWORD)).statusCode, 200, 'the password is unchanged')
   t.equal((await login(app, email, OTHER_PASSWORD)).statusCode, 401, 'the second password was not taken')
   t.equal((await app.db.selectFrom('users').select('id').where('email', '=', email).execute()).length, 1, 'one account')
 })
 
-t.test('admin:create promotes an existing plain user', async (t) => {
+t.test('admin:create never promotes an existing account; admin:promote does, on the trail', async (t) => {
   const url = sqliteFile(t)
   const app = await build(t, { env: { DATABASE_URL: url, ...QUIET } })
   const email = uniqueEmail('cli-plain')
   const signed = await app.inject({ method: 'POST', url: '/api/v1/auth/signup', payload: { email, password: GOOD_PASSWORD } })
   t.equal(signed.statusCode, 201)
   t.same(json(signed).user.roles, ['user'])
+  const promotions = () => app.db.selectFrom('auth_events').select('detail').where('user_id', '=', json(signed).user.id).where('type', '=', 'role_changed').execute()
 
-  const run = adminCreate(url, ['--email', email])
+  const create = adminCreate(url, ['--email', email], `${OTHER_PASSWORD}\n`)
+  t.equal(create.status, 2, 'admin:create refuses', create)
+  t.match(create.stderr, 'admin:promote')
+  t.same(json(await login(app, email, GOOD_PASSWORD)).user.roles, ['user'], 'still a plain user, with their own password')
+  t.equal((await promotions()).length, 0, 'nothing on the trail')
+
+  const run = cli('admin:promote', url, ['--email', email])
   t.equal(run.status, 0, 'exit 0', run)
   t.match(run.stdout, `${email} is now an admin`)
   const res = await login(app, email, GOOD_PASSWORD)
   t.equal(res.statusCode, 200, 'the password is the user\'s own')
   t.same([...json(res).user.roles].sort(), ['admin', 'user'], 'now admin')
-  const promoted = await app.db.selectFrom('auth_events').select('detail').where('user_id', '=', json(signed).user.id).where('type', '=', 'role_changed').execute()
+  const promoted = await promotions()
   t.equal(promoted.length, 1, 'the promotion is on the trail')
-  t.match(JSON.parse(promoted[0]?.detail ?? '{}'), { added: ['admin'] })
+  t.match(JSON.parse(promoted[0]?.detail ?? '{}'), { added: ['admin'], by: 'operator' })
+
+  const again = cli('admin:promote', url, ['--email', email])
+  t.equal(again.status, 0, 'exit 0 again', again)
+  t.match(again.stdout, 'already an admin')
+  const nobody = cli('admin:promote', url, ['--email', uniqueEmail('nobody')])
+  t.equal(nobody.status, 2, 'an unknown address: exit 2', nobody)
+  t.match(nobody.stderr, 'has no account')
+})
+
+t.test('ADMIN_EMAIL held by an account that signed up first: it is not promoted at start, and the log says so', async (t) => {
+  const url = sqliteFile(t)
+  const email = uniqueEmail('squatted')
+  const first = await build(t, { env: { DATABASE_URL: url, ...QUIET } })
+  const squatter = await first.inject({ method: 'POST', url: '/api/v1/auth/signup', payload: { email, password: OTHER_PASSWORD } })
+  t.equal(squatter.statusCode, 201, 'someone signs up with the address first (unverified)')
+  await first.close()
+
+  const { fastify: app, lines } = await buildLogged(t, { env: { DATABASE_URL: url, ...QUIET, ADMIN_EMAIL: email, ADMIN_PASSWORD: GOOD_PASSWORD } })
+  const errors = lines().filter((l) => l.level >= 50)
+  t.equal(errors.length, 1, 'one error-level line')
+  t.match(errors[0]?.msg, /NOT promoted.*admin:promote/, 'saying what to do')
+  const res = await login(app, email, OTHER_PASSWORD)
+  t.same(json(res).user.roles, ['user'], 'the squatter is no admin')
+  t.equal((await login(app, email, GOOD_PASSWORD)).statusCode, 401, 'and ADMIN_PASSWORD was not applied')
 })
 
 t.test('admin:create refuses a weak password (exit 1, one line) and a missing --email (exit 2)', async (t) => {

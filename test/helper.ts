@@ -13,6 +13,10 @@ import { loadConfig } from '../plugins/config.js'
 export interface BuildOptions {
   env?: Record<string, string>
   now?: () => Date
+  /** Where the log goes (pino writes one JSON line per call); nowhere by default. */
+  log?: { write: (line: string) => void }
+  /** Runs on the bare instance before the service is registered (a hook every route then has). */
+  before?: (fastify: FastifyInstance) => void
 }
 
 /** The database the tests run on: PostgreSQL when TEST_DATABASE_URL is set, else SQLite in memory. */
@@ -26,11 +30,23 @@ export async function build (t: Test, opts: BuildOptions = {}): Promise<FastifyI
   // Per-address rate limits and load shedding off: the suite signs many users up from 127.0.0.1 on a
   // busy machine. Their own tests turn them on.
   const config = loadConfig({ DATABASE_URL: 'sqlite::memory:', LOG_LEVEL: 'silent', NODE_ENV: 'test', RATE_LIMIT_ENABLED: 'false', MAX_EVENT_LOOP_DELAY_MS: '0', ...opts.env })
-  const fastify = Fastify(serverOptions(config))
+  const options = serverOptions(config)
+  const fastify = Fastify(opts.log ? { ...options, logger: { ...(options.logger as object), stream: opts.log } } : options)
+  opts.before?.(fastify)
   await fastify.register(app, { config, now: opts.now })
   t.teardown(() => fastify.close())
   await fastify.ready()
   return fastify
+}
+
+export interface LogLine { level: number, msg: string, [key: string]: any }
+
+/** Builds the service as `build` does, its log kept (at LOG_LEVEL info unless `env` says): `text()` as written, `lines()` parsed. */
+export async function buildLogged (t: Test, opts: BuildOptions = {}) {
+  const chunks: string[] = []
+  const fastify = await build(t, { ...opts, env: { LOG_LEVEL: 'info', ...opts.env }, log: { write: (line) => { chunks.push(line) } } })
+  const text = () => chunks.join('')
+  return { fastify, text, lines: () => text().split('\n').filter(Boolean).map((line) => JSON.parse(line) as LogLine) }
 }
 
 /** Starts a built app listening on a free loopback port (build closes it) and returns its base URL. */

@@ -4,6 +4,8 @@ import type { Test } from 'tap'
 
 export interface ReceivedMail {
   to: string
+  /** The envelope's recipients (RCPT TO): where the mail really goes. */
+  rcpt: string[]
   subject: string
   text: string
   html: string
@@ -20,10 +22,10 @@ export async function startMailbox (t: Test) {
     authOptional: true,
     disabledCommands: ['STARTTLS'],
     logger: false,
-    onData (stream, _session, callback) {
+    onData (stream, session, callback) {
       simpleParser(stream).then((parsed: ParsedMail) => {
         const to = [parsed.to].flat().flatMap((a) => a?.value.map((v) => v.address ?? '') ?? [])[0] ?? ''
-        const mail = { to, subject: parsed.subject ?? '', text: parsed.text ?? '', html: typeof parsed.html === 'string' ? parsed.html : '' }
+        const mail = { to, rcpt: session.envelope.rcptTo.map((r) => r.address), subject: parsed.subject ?? '', text: parsed.text ?? '', html: typeof parsed.html === 'string' ? parsed.html : '' }
         const waiter = waiting.findIndex((w) => w.to === to)
         if (waiter >= 0) waiting.splice(waiter, 1)[0].resolve(mail)
         else received.push(mail)

@@ -186,6 +186,8 @@ export interface ServiceOptions {
 /** How every benchmarked service runs: as production does, but with per-address rate limits and load shedding off. */
 export const BENCH_ENV = {
   NODE_ENV: 'production',
+  // Production refuses to start with /metrics open; the bench does not scrape it.
+  METRICS_TOKEN: 'bench-metrics-token-not-scraped',
   LOG_LEVEL: 'warn',
   RATE_LIMIT_ENABLED: 'false',
   MAX_EVENT_LOOP_DELAY_MS: '0'

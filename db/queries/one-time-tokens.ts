@@ -43,6 +43,18 @@ export async function voidOneTimeTokens (db: Db, userId: string, purpose: TokenP
     .execute()
 }
 
+/**
+ * Voids the user's unused tokens that change credentials (a change of address,
+ * a reset): the credentials changed or are in doubt, and what was asked for
+ * before must not outlive that. A pending verification of the account's own
+ * address changes nothing and stays.
+ */
+export async function voidAllOneTimeTokens (db: Db, userId: string, now: string): Promise<void> {
+  await db.updateTable('one_time_tokens').set({ used_at: now })
+    .where('user_id', '=', userId).where('purpose', 'in', ['change_email', 'reset_password']).where('used_at', 'is', null)
+    .execute()
+}
+
 /** The unused, unexpired token with this hash and purpose, if any (without spending it). */
 export function findLiveOneTimeToken (db: Db, hash: string, purpose: TokenPurpose, now: string): Promise<OneTimeTokenRow | undefined> {
   return db.selectFrom('one_time_tokens').selectAll()

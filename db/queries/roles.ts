@@ -9,15 +9,27 @@ export interface RoleWithPermissions {
   permissions: string[]
 }
 
-/** Creates the roles and permission links that are missing; never removes anything. */
-export async function seedRoles (db: Db, roles: RoleWithPermissions[], now: string): Promise<void> {
-  await db.transaction().execute(async (trx) => {
+/**
+ * Creates the roles, or sets each one's description and permissions to
+ * exactly those given: what a built-in role is, is code, not data, so a
+ * permission put on one (by hand, or through an old bug) goes at the next
+ * start. Returns the permission links it removed.
+ */
+export async function seedRoles (db: Db, roles: RoleWithPermissions[], now: string): Promise<Array<{ role: string, permission: string }>> {
+  return db.transaction().execute(async (trx) => {
     await trx.insertInto('roles').values(roles.map((r) => ({ name: r.name, description: r.description, created_at: now })))
-      .onConflict((oc) => oc.column('name').doNothing()).execute()
+      .onConflict((oc) => oc.column('name').doUpdateSet((eb) => ({ description: eb.ref('excluded.description') }))).execute()
+    const removed: Array<{ role: string, permission: string }> = []
+    for (const r of roles) {
+      let extra = trx.deleteFrom('role_permissions').where('role', '=', r.name)
+      if (r.permissions.length > 0) extra = extra.where('permission', 'not in', r.permissions)
+      removed.push(...await extra.returning(['role', 'permission']).execute())
+    }
     const links = roles.flatMap((r) => r.permissions.map((permission) => ({ role: r.name, permission })))
     if (links.length > 0) {
       await trx.insertInto('role_permissions').values(links).onConflict((oc) => oc.columns(['role', 'permission']).doNothing()).execute()
     }
+    return removed.sort((a, b) => a.role.localeCompare(b.role) || a.permission.localeCompare(b.permission))
   })
 }
 
@@ -56,12 +68,10 @@ export async function deleteRole (db: Db, name: string): Promise<boolean> {
   return result.numDeletedRows > 0n
 }
 
-/** Replaces the user's roles. */
-export function setUserRoles (db: Db, userId: string, roles: string[]): Promise<void> {
-  return db.transaction().execute(async (trx) => {
-    await trx.deleteFrom('user_roles').where('user_id', '=', userId).execute()
-    if (roles.length > 0) await trx.insertInto('user_roles').values(roles.map((role) => ({ user_id: userId, role }))).execute()
-  })
+/** Replaces the user's roles. Two statements: run it in the caller's transaction. */
+export async function setUserRoles (db: Db, userId: string, roles: string[]): Promise<void> {
+  await db.deleteFrom('user_roles').where('user_id', '=', userId).execute()
+  if (roles.length > 0) await db.insertInto('user_roles').values(roles.map((role) => ({ user_id: userId, role }))).execute()
 }
 
 export async function addUserRole (db: Db, userId: string, role: string): Promise<void> {

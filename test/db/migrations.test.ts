@@ -181,6 +181,23 @@ for (const target of targets) {
       await rejection(t, db.insertInto('refresh_tokens').values({ token_hash: `orphan-${randomUUID()}`, session_id: randomUUID(), created_at: now(), expires_at: now() }).execute(), 'a refresh token of no session is refused')
     })
 
+    t.test('0005 stores addresses NFKC-normalized, leaving one that would collide as it was', async (t) => {
+      const tag = randomUUID().slice(0, 8)
+      await migrator(opened).migrateTo('0004_roles')
+      const decomposed = newUser(`jose\u0301-${tag}@example.com`)
+      const fullWidth = newUser(`\uff4b\uff41\uff54\uff45-${tag}@example.com`)
+      const holder = newUser(`ann-${tag}@example.com`)
+      const collider = newUser(`\uff41nn-${tag}@example.com`)
+      await db.insertInto('users').values([decomposed, fullWidth, holder, collider]).execute()
+      const up = await migrator(opened).migrateToLatest()
+      t.error(up.error, 'migrated')
+      const emailOf = async (id: string) => (await db.selectFrom('users').select('email').where('id', '=', id).executeTakeFirstOrThrow()).email
+      t.equal(await emailOf(decomposed.id), `jos\u00e9-${tag}@example.com`, 'composed')
+      t.equal(await emailOf(fullWidth.id), `kate-${tag}@example.com`, 'full-width made plain')
+      t.equal(await emailOf(holder.id), `ann-${tag}@example.com`, 'the holder keeps its address')
+      t.equal(await emailOf(collider.id), collider.email, 'the colliding row is left for a person to decide')
+    })
+
     t.test('every migration goes down and up again', async (t) => {
       const down = await migrator(opened).migrateTo(NO_MIGRATIONS)
       t.error(down.error, 'down without error')

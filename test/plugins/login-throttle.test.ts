@@ -239,6 +239,40 @@ for (const db of databases) {
       t.ok(failures <= 100, `at most 100 failures counted (got ${failures})`)
     })
 
+    t.test('keyed by the account, not by what was typed: email, username, capitals and full-width spellings share one count', async (t) => {
+      const { email, username } = await account(true)
+      const fullWidth = email.replace(/[a-z]/g, (c) => String.fromCharCode(c.charCodeAt(0) - 0x61 + 0xff41))
+      await fail(t, { email }, 2)
+      await fail(t, { username }, 1)
+      await fail(t, { email: fullWidth }, 1)
+      await fail(t, { username: email.toUpperCase() }, 1)
+      expectThrottled(t, await attempt({ username }, GOOD_PASSWORD), 1)
+      expectThrottled(t, await attempt({ email }, GOOD_PASSWORD), 1)
+    })
+
+    t.test('every password check counts: password change, change of address and deletion share the sign-in count', async (t) => {
+      const { email } = await account()
+      const token = json(await attempt({ email }, GOOD_PASSWORD)).access_token as string
+      const headers = { authorization: `Bearer ${token}` }
+      const checks = [
+        () => app.inject({ method: 'POST', url: '/api/v1/auth/password/change', headers, payload: { current_password: WRONG, new_password: 'a brand new passphrase' } }),
+        () => app.inject({ method: 'POST', url: '/api/v1/users/me/email', headers, payload: { new_email: uniqueEmail('new'), password: WRONG } }),
+        () => app.inject({ method: 'DELETE', url: '/api/v1/users/me', headers, payload: { password: WRONG } })
+      ]
+      const statuses = []
+      for (let i = 0; i < 12; i++) statuses.push((await checks[i % 3]()).statusCode)
+      t.same(statuses, [401, 401, 401, 401, 401, 429, 429, 429, 429, 429, 429, 429], '5 wrong guesses, then 429 whatever the route')
+      expectThrottled(t, await attempt({ email }, GOOD_PASSWORD), 1)
+      expectThrottled(t, await app.inject({ method: 'DELETE', url: '/api/v1/users/me', headers, payload: { password: GOOD_PASSWORD } }), 1)
+      t.equal((await app.inject({ url: '/api/v1/users/me', headers })).statusCode, 200, 'the account is still there')
+    })
+
+    t.test('only failures count: 12 right passwords at once all sign in', async (t) => {
+      const { email } = await account()
+      const answers = await Promise.all(Array.from({ length: 12 }, () => attempt({ email }, GOOD_PASSWORD)))
+      t.same(answers.map((r) => r.statusCode), Array(12).fill(200), 'twelve 200s')
+    })
+
     t.test('concurrent tries are counted: a burst gets no more than the 5 free failures', async (t) => {
       const { email } = await account()
       const burst = await Promise.all(Array.from({ length: 20 }, () => attempt({ email }, WRONG)))

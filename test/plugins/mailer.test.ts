@@ -1,11 +1,9 @@
-import { Writable } from 'node:stream'
-import Fastify, { type FastifyInstance } from 'fastify'
+import type { FastifyInstance } from 'fastify'
 import { simpleParser } from 'mailparser'
 import { SMTPServer } from 'smtp-server'
 import t, { type Test } from 'tap'
-import app, { serverOptions } from '../../app.js'
 import { ConfigError, loadConfig } from '../../plugins/config.js'
-import { databases, freePort, GOOD_PASSWORD, json, metricValue, uniqueEmail } from '../helper.js'
+import { buildLogged, databases, freePort, GOOD_PASSWORD, json, metricValue, uniqueEmail } from '../helper.js'
 import { tokenIn, type ReceivedMail } from '../mailbox.js'
 
 const SIGNUP = '/api/v1/auth/signup'
@@ -16,29 +14,12 @@ const RESET_URL = 'https://app.example.com/reset?token={token}'
 const LOGGED = 'mail (not sent: no SMTP_URL)'
 const REAL_SECRET = 'a-production-key-encryption-secret-0123456789'
 /** Production settings whose signing key is not one stored, under another secret, in a shared test database. */
-const PRODUCTION_KEYS = { NODE_ENV: 'production', KEY_ENCRYPTION_SECRET: REAL_SECRET, JWT_ALGORITHM: 'HS256', JWT_SECRET: 'a-shared-hs256-secret-for-tests-0123456789' }
+const PRODUCTION_KEYS = { NODE_ENV: 'production', KEY_ENCRYPTION_SECRET: REAL_SECRET, METRICS_TOKEN: 'a-metrics-token-0123456789', JWT_ALGORITHM: 'HS256', JWT_SECRET: 'a-shared-hs256-secret-for-tests-0123456789' }
 
-interface LogLine { level: number, msg: string, [key: string]: any }
-
-/** The service, built as server.ts builds it but logging at info into `raw` (one JSON line each). */
-async function buildLogged (t: Test, env: Record<string, string>): Promise<{ app: FastifyInstance, logs: () => LogLine[], raw: string[] }> {
-  const raw: string[] = []
-  let pending = ''
-  const stream = new Writable({
-    write (chunk, _encoding, callback) {
-      pending += chunk.toString()
-      const parts = pending.split('\n')
-      pending = parts.pop()!
-      raw.push(...parts)
-      callback()
-    }
-  })
-  const config = loadConfig({ DATABASE_URL: 'sqlite::memory:', RATE_LIMIT_ENABLED: 'false', ...env })
-  const fastify = Fastify({ ...serverOptions(config), logger: { level: 'info', stream } })
-  await fastify.register(app, { config })
-  t.teardown(() => fastify.close())
-  await fastify.ready()
-  return { app: fastify, raw, logs: () => raw.map((l) => JSON.parse(l) as LogLine) }
+/** The service logging at info: `logs()` parsed, `raw()` one JSON line each. */
+async function logged (t: Test, env: Record<string, string>) {
+  const { fastify, lines, text } = await buildLogged(t, { env })
+  return { app: fastify, logs: lines, raw: () => text().split('\n') }
 }
 
 /** A port on loopback that nothing listens on. */
@@ -67,7 +48,7 @@ async function flakyMailServer (t: Test, failures: number) {
         }
         simpleParser(Buffer.concat(chunks)).then((parsed) => {
           const to = [parsed.to].flat().flatMap((a) => a?.value.map((v) => v.address ?? '') ?? [])[0] ?? ''
-          received.push({ to, subject: parsed.subject ?? '', text: parsed.text ?? '', html: typeof parsed.html === 'string' ? parsed.html : '' })
+          received.push({ to, rcpt: [to], subject: parsed.subject ?? '', text: parsed.text ?? '', html: typeof parsed.html === 'string' ? parsed.html : '' })
           callback()
         }, callback)
       })
@@ -84,7 +65,7 @@ const signup = (app: FastifyInstance, email: string) => app.inject({ method: 'PO
 for (const db of databases) {
   t.test(db.name, async (t) => {
     t.test('with no SMTP_URL in development, each mail is one JSON log line with its link', async (t) => {
-      const { app, logs, raw } = await buildLogged(t, { NODE_ENV: 'development', DATABASE_URL: db.url, EMAIL_VERIFY_URL: VERIFY_URL, PASSWORD_RESET_URL: RESET_URL })
+      const { app, logs, raw } = await logged(t, { NODE_ENV: 'development', DATABASE_URL: db.url, EMAIL_VERIFY_URL: VERIFY_URL, PASSWORD_RESET_URL: RESET_URL })
       const email = uniqueEmail('logged')
       t.equal((await signup(app, email)).statusCode, 201)
       await app.background.idle()
@@ -97,7 +78,7 @@ for (const db of databases) {
       t.equal(line.mail.subject, 'Confirm your email address')
       const token = tokenIn(line.mail)
       t.ok(line.mail.text.includes(VERIFY_URL.replace('{token}', token)), 'the text has the link', { text: line.mail.text })
-      const rawLine = raw.find((l) => l.includes(LOGGED))!
+      const rawLine = raw().find((l) => l.includes(LOGGED))!
       t.notOk(rawLine.includes('\n'), 'a single line')
       t.same(JSON.parse(rawLine), line, 'that is JSON')
       t.equal(await metricValue(app, 'auth_mails_total', { result: 'sent' }), 0, 'nothing counted as sent')
@@ -112,7 +93,7 @@ for (const db of databases) {
     })
 
     t.test('with no SMTP_URL in production, the log says a mail was not sent but holds no link', async (t) => {
-      const { app, logs, raw } = await buildLogged(t, { ...PRODUCTION_KEYS, DATABASE_URL: db.url, EMAIL_VERIFY_URL: VERIFY_URL })
+      const { app, logs, raw } = await logged(t, { ...PRODUCTION_KEYS, DATABASE_URL: db.url, EMAIL_VERIFY_URL: VERIFY_URL })
       t.ok(logs().some((l) => l.level === 40 && /SMTP_URL/.test(l.msg)), 'a warning at start')
       const email = uniqueEmail('prod')
       t.equal((await signup(app, email)).statusCode, 201)
@@ -121,12 +102,12 @@ for (const db of databases) {
       const warned = logs().filter((l) => l.msg === 'mail not sent: no SMTP_URL')
       t.equal(warned.length, 1, 'one warning for the mail')
       t.equal(warned[0]?.level, 40, 'at warn')
-      t.notOk(raw.some((l) => l.includes('token=')), 'no link, so no token, in the log')
+      t.notOk(raw().some((l) => l.includes('token=')), 'no link, so no token, in the log')
     })
 
     t.test('a failed send does not fail the answer; it is retried, logged and counted', async (t) => {
       const port = await freePort()
-      const { app, logs } = await buildLogged(t, { NODE_ENV: 'test', DATABASE_URL: db.url, SMTP_URL: `smtp://127.0.0.1:${port}` })
+      const { app, logs } = await logged(t, { NODE_ENV: 'test', DATABASE_URL: db.url, SMTP_URL: `smtp://127.0.0.1:${port}` })
       const email = uniqueEmail('unsent')
       const res = await signup(app, email)
       t.equal(res.statusCode, 201, 'signup answers 201')
@@ -150,7 +131,7 @@ for (const db of databases) {
 
     t.test('a send refused once is delivered on retry', async (t) => {
       const server = await flakyMailServer(t, 1)
-      const { app, logs } = await buildLogged(t, { NODE_ENV: 'test', DATABASE_URL: db.url, SMTP_URL: server.url, EMAIL_VERIFY_URL: VERIFY_URL })
+      const { app, logs } = await logged(t, { NODE_ENV: 'test', DATABASE_URL: db.url, SMTP_URL: server.url, EMAIL_VERIFY_URL: VERIFY_URL })
       const email = uniqueEmail('retried')
       t.equal((await signup(app, email)).statusCode, 201)
       await app.background.idle()
@@ -169,7 +150,7 @@ for (const db of databases) {
 t.test('production with REQUIRE_EMAIL_VERIFICATION needs SMTP_URL', async (t) => {
   let caught: unknown
   try {
-    loadConfig({ NODE_ENV: 'production', KEY_ENCRYPTION_SECRET: REAL_SECRET, REQUIRE_EMAIL_VERIFICATION: 'true' })
+    loadConfig({ NODE_ENV: 'production', KEY_ENCRYPTION_SECRET: REAL_SECRET, METRICS_TOKEN: 'a-metrics-token-0123456789', REQUIRE_EMAIL_VERIFICATION: 'true' })
   } catch (err) {
     caught = err
   }
@@ -177,8 +158,8 @@ t.test('production with REQUIRE_EMAIL_VERIFICATION needs SMTP_URL', async (t) =>
   t.match((caught as Error).message, /SMTP_URL/, 'naming SMTP_URL')
   t.match((caught as Error).message, /REQUIRE_EMAIL_VERIFICATION/, 'and REQUIRE_EMAIL_VERIFICATION')
 
-  const withSmtp = loadConfig({ NODE_ENV: 'production', KEY_ENCRYPTION_SECRET: REAL_SECRET, REQUIRE_EMAIL_VERIFICATION: 'true', SMTP_URL: 'smtps://user:pass@mail.example.com:465' })
+  const withSmtp = loadConfig({ NODE_ENV: 'production', KEY_ENCRYPTION_SECRET: REAL_SECRET, METRICS_TOKEN: 'a-metrics-token-0123456789', REQUIRE_EMAIL_VERIFICATION: 'true', SMTP_URL: 'smtps://user:pass@mail.example.com:465' })
   t.equal(withSmtp.SMTP_URL, 'smtps://user:pass@mail.example.com:465', 'accepted with SMTP_URL')
-  t.equal(loadConfig({ NODE_ENV: 'production', KEY_ENCRYPTION_SECRET: REAL_SECRET }).REQUIRE_EMAIL_VERIFICATION, false, 'accepted without verification')
+  t.equal(loadConfig({ NODE_ENV: 'production', KEY_ENCRYPTION_SECRET: REAL_SECRET, METRICS_TOKEN: 'a-metrics-token-0123456789' }).REQUIRE_EMAIL_VERIFICATION, false, 'accepted without verification')
   t.equal(loadConfig({ NODE_ENV: 'development', REQUIRE_EMAIL_VERIFICATION: 'true' }).REQUIRE_EMAIL_VERIFICATION, true, 'accepted in development (mails go to the log)')
 })

@@ -75,3 +75,44 @@ t.test('TRUST_PROXY as CIDRs: trusted only when the peer is in one', async (t) =
     await expectClient(t, app, { 'x-forwarded-for': '198.51.100.9, 203.0.113.7, 10.1.2.3' }, '203.0.113.7')
   })
 })
+
+t.test('a forwarded "address" that is not an IP address is never taken for the client', async (t) => {
+  for (const trust of ['true', '1', '127.0.0.1/8']) {
+    t.test(`TRUST_PROXY=${trust}: sessions and audit events show the peer address`, async (t) => {
+      const app = await build(t, { env: { ...QUIET, TRUST_PROXY: trust } })
+      await expectClient(t, app, { 'x-forwarded-for': '<script>x</script>' }, '127.0.0.1')
+      await expectClient(t, app, { 'x-forwarded-for': 'unknown' }, '127.0.0.1')
+      await expectClient(t, app, { 'x-forwarded-for': '203.0.113.9 OR 1=1' }, '127.0.0.1')
+      // A real address still counts.
+      await expectClient(t, app, { 'x-forwarded-for': '2001:db8::7' }, '2001:db8::7')
+    })
+  }
+
+  t.test('TRUST_PROXY=true: the rate limits are keyed by the peer address, whatever garbage is forwarded', async (t) => {
+    const app = await build(t, { env: { RATE_LIMIT_ENABLED: 'true', MAX_EVENT_LOOP_DELAY_MS: '0', TRUST_PROXY: 'true', RATE_LIMIT_LOGIN_PER_MINUTE: '3' } })
+    const attempt = (forwarded: string, remoteAddress = '192.0.2.10') => app.inject({
+      method: 'POST',
+      url: '/api/v1/auth/login',
+      remoteAddress,
+      headers: { 'x-forwarded-for': forwarded },
+      payload: { email: uniqueEmail('garbage-ip'), password: 'not the password at all' }
+    })
+    for (let i = 1; i <= 3; i++) t.equal((await attempt(`<garbage ${i}>`)).statusCode, 401, `attempt ${i} with a new garbage address is answered`)
+    const refused = await attempt('<garbage 4>')
+    t.equal(refused.statusCode, 429, 'a fourth garbage address buys no new budget: it is the same peer')
+    t.equal((await attempt('<garbage 5>', '192.0.2.11')).statusCode, 401, 'another peer has its own budget')
+  })
+})
+
+t.test('the stored user agent carries no control characters (C0, DEL, C1)', async (t) => {
+  const app = await build(t, { env: QUIET })
+  const email = uniqueEmail('ua')
+  const agent = 'Mozilla/5.0\u0085 (evil)\u009b[2J\u0080\u009f\u007f\tend'
+  const signup = await app.inject({ method: 'POST', url: '/api/v1/auth/signup', headers: { 'user-agent': agent }, payload: { email, password: GOOD_PASSWORD } })
+  t.equal(signup.statusCode, 201)
+  const token = json(signup).access_token as string
+  const sessions = (await app.inject({ method: 'GET', url: '/api/v1/users/me/sessions', headers: bearer(token) })).json() as Array<{ user_agent: string | null }>
+  const events = (await app.inject({ method: 'GET', url: '/api/v1/users/me/events', headers: bearer(token) })).json() as Array<{ type: string, user_agent: string | null }>
+  const stored = [sessions[0]?.user_agent, events.find((e) => e.type === 'signup')?.user_agent]
+  t.same(stored, ['Mozilla/5.0 (evil)[2Jend', 'Mozilla/5.0 (evil)[2Jend'], 'the session and the signup event keep the text without the control characters')
+})

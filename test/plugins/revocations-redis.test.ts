@@ -3,13 +3,15 @@ import { setTimeout as sleep } from 'node:timers/promises'
 import type { FastifyInstance } from 'fastify'
 import { Redis } from 'ioredis'
 import t, { type Test } from 'tap'
-import { bearer, build, claimsOf, forwardAuth, json, login, signup, tempSqliteUrl } from '../helper.js'
+import { bearer, build, claimsOf, expectProblem, forwardAuth, json, login, movableClock, signup, tempSqliteUrl } from '../helper.js'
 
 const POLL_EVERY_MS = 50
 /** 20 polls 50 ms apart: the revocation must arrive within one second. */
 const MAX_POLLS = 20
 
 const redisUrl = process.env.TEST_REDIS_URL
+/** How far the fast replica's clock runs ahead: 20 minutes, in seconds. */
+const AHEAD = 1200
 
 /**
  * Asks `app` about `token` every 50 ms, at most MAX_POLLS times, until it answers 401.
@@ -97,6 +99,48 @@ if (!redisUrl) {
         t.equal(res.headers['x-user-id'], live.user.id)
         t.equal((await b.inject({ url: '/api/health' })).statusCode, 200, 'B is alive')
       })
+    })
+
+    t.test(`${db.name}: replicas ${AHEAD / 60} minutes apart: a revocation published by one holds on the other for the token's whole life`, async (t) => {
+      const prefix = `test-${process.pid}-${randomUUID().slice(0, 8)}:`
+      const env = { DATABASE_URL: db.url, REDIS_URL: redisUrl, REDIS_KEY_PREFIX: prefix }
+      const start = Date.now()
+      const slowClock = movableClock(new Date(start))
+      const fastClock = movableClock(new Date(start + AHEAD * 1000))
+      const slow = await build(t, { env, now: slowClock.now })
+      const fast = await build(t, { env, now: fastClock.now })
+      const listener = new Redis(redisUrl)
+      t.teardown(async () => { await listener.quit() })
+      const messages: Array<{ ids: string[], until: number }> = []
+      listener.on('message', (_channel, message) => messages.push(JSON.parse(message)))
+      await listener.subscribe(`${prefix}revocations`)
+
+      /** Ends `token`'s session on `revoker`; `verifier` refuses it within a second, and a second before it expires by its clock. */
+      async function check (t: Test, issuer: FastifyInstance, revoker: FastifyInstance, verifier: FastifyInstance) {
+        slowClock.goTo(0)
+        fastClock.goTo(0)
+        const ended = await signup(issuer)
+        const kept = await signup(issuer)
+        t.equal((await forwardAuth(verifier, ended.access_token)).statusCode, 200, 'the token works on the verifier')
+        t.equal((await revoker.inject({ method: 'POST', url: '/api/v1/auth/logout', payload: { refresh_token: ended.refresh_token } })).statusCode, 204, 'logout')
+        const refused = await pollsUntilRefused(verifier, ended.access_token)
+        t.ok(refused, `refused within ${MAX_POLLS} polls ${POLL_EVERY_MS} ms apart`)
+        t.equal(refused?.code, 'SESSION_REVOKED', 'as a revoked session')
+
+        const { sid, exp } = claimsOf(ended.access_token)
+        const message = messages.find((m) => m.ids.includes(sid))
+        t.ok(message && message.until >= exp * 1000, 'the message\'s until bounds the token\'s exp, on the clock that signed it')
+
+        const left = exp - (verifier === fast ? fastClock : slowClock).now().getTime() / 1000
+        slowClock.advance(left - 1)
+        fastClock.advance(left - 1)
+        await verifier.revocations.resync()
+        t.equal((await forwardAuth(verifier, kept.access_token)).statusCode, 200, 'a second before the end, a token signed with it is alive')
+        expectProblem(t, await forwardAuth(verifier, ended.access_token), 401, 'SESSION_REVOKED')
+      }
+
+      t.test('signed on the fast replica, ended on the slow one, refused by the fast one', (t) => check(t, fast, slow, fast))
+      t.test('signed on the slow replica, ended on the fast one, refused by the slow one', (t) => check(t, slow, fast, slow))
     })
   }
 }

@@ -1,9 +1,6 @@
-import { Writable } from 'node:stream'
-import Fastify, { type InjectOptions, type LightMyRequestResponse } from 'fastify'
+import type { InjectOptions, LightMyRequestResponse } from 'fastify'
 import t, { type Test } from 'tap'
-import app, { serverOptions } from '../../app.js'
-import { loadConfig } from '../../plugins/config.js'
-import { bearer, build, databases, GOOD_PASSWORD, json, uniqueEmail } from '../helper.js'
+import { bearer, build, buildLogged, databases, GOOD_PASSWORD, json, uniqueEmail } from '../helper.js'
 
 const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/
 
@@ -86,9 +83,11 @@ t.test('JSON answers carry the REST set and no-store; the docs pages carry helme
     ['me', await app.inject({ method: 'GET', url: '/api/v1/users/me', headers: bearer(signed.access_token) })],
     ['401', await app.inject({ method: 'GET', url: '/api/v1/users/me' })]
   ]
+  answers.push(['signup', await app.inject({ method: 'POST', url: '/api/v1/auth/signup', payload: { email: uniqueEmail(), password: GOOD_PASSWORD } })])
   for (const [what, res] of answers) {
     t.ok(res.statusCode < 300 || what === '401', `${what}: answered (${res.statusCode})`)
     t.equal(res.headers['cache-control'], 'no-store', `${what}: Cache-Control no-store (tokens and profiles are not cached)`)
+    t.equal(res.headers.pragma, 'no-cache', `${what}: Pragma no-cache (RFC 6749, 5.1, for HTTP/1.0 caches)`)
     t.equal(res.headers['strict-transport-security'], 'max-age=31536000; includeSubDomains', `${what}: HSTS`)
     t.equal(res.headers['content-security-policy'], "default-src 'none'; frame-ancestors 'none'", `${what}: the JSON policy`)
     for (const name of HTML_ONLY) t.notOk(name in res.headers, `${what}: no ${name}`)
@@ -102,6 +101,14 @@ t.test('JSON answers carry the REST set and no-store; the docs pages carry helme
   }
   const jwks = await app.inject({ method: 'GET', url: '/.well-known/jwks.json' })
   t.match(jwks.headers['cache-control'], /^public, max-age=\d+$/, 'the JWKS is still cacheable')
+  t.notOk('pragma' in jwks.headers, 'and says no Pragma: no-cache against it')
+  const head = await app.inject({ method: 'HEAD', url: '/.well-known/jwks.json' })
+  t.match(head.headers['cache-control'], /^public/, 'HEAD: cacheable')
+  t.notOk('pragma' in head.headers, 'HEAD: no Pragma either')
+  const bundle = await app.inject({ method: 'GET', url: '/redoc/redoc.standalone.js' })
+  t.equal(bundle.statusCode, 200, 'the ReDoc bundle')
+  t.match(bundle.headers['cache-control'], /^public/, 'is cacheable')
+  t.notOk('pragma' in bundle.headers, 'with no Pragma against it')
 })
 
 t.test('helmet headers and X-Request-Id on router errors (bad URL)', async (t) => {
@@ -138,6 +145,19 @@ t.test('ALLOWED_HOSTS', async (t) => {
 
   const any = await build(t)
   t.equal((await any.inject({ method: 'GET', url: '/api/health', headers: { host: 'whatever.example' } })).statusCode, 200, 'the default * takes any host')
+})
+
+t.test('ALLOWED_HOSTS behind a trusted proxy checks the Host header, never X-Forwarded-Host', async (t) => {
+  const app = await build(t, { env: { ALLOWED_HOSTS: 'api.example.com', TRUST_PROXY: 'true' } })
+  const health = (headers: Record<string, string>) => app.inject({ method: 'GET', url: '/api/health', headers })
+  const forged = await health({ host: 'evil.com', 'x-forwarded-host': 'api.example.com' })
+  t.equal(forged.statusCode, 400, 'a forged X-Forwarded-Host does not let another Host in')
+  t.equal(json(forged).code, 'INVALID_HOST')
+  t.equal((await health({ host: 'api.example.com', 'x-forwarded-host': 'evil.com' })).statusCode, 200, 'the Host asked for is served, whatever is forwarded')
+  t.equal((await health({ host: 'api.example.com:8443', forwarded: 'host=evil.com' })).statusCode, 200, 'the port is ignored')
+  const ipv6 = await build(t, { env: { ALLOWED_HOSTS: '[::1]', TRUST_PROXY: 'true' } })
+  t.equal((await ipv6.inject({ method: 'GET', url: '/api/health', headers: { host: '[::1]:8000' } })).statusCode, 200, 'an IPv6 literal with a port')
+  t.equal((await ipv6.inject({ method: 'GET', url: '/api/health', headers: { host: '[::2]:8000', 'x-forwarded-host': '[::1]' } })).statusCode, 400, 'another IPv6 literal')
 })
 
 t.test('CORS', async (t) => {
@@ -185,33 +205,19 @@ t.test('CORS', async (t) => {
   })
 })
 
-/** The service as server.ts builds it, its log written to `chunks`. */
-async function buildLogged (t: Test, env: Record<string, string>) {
-  const config = loadConfig({ DATABASE_URL: 'sqlite::memory:', LOG_LEVEL: 'info', NODE_ENV: 'test', ...env })
-  const chunks: string[] = []
-  const stream = new Writable({ write (chunk, _encoding, done) { chunks.push(chunk.toString()); done() } })
-  const options = serverOptions(config)
-  const fastify = Fastify({ ...options, logger: { ...(options.logger as object), stream } })
-  await fastify.register(app, { config })
-  t.teardown(() => fastify.close())
-  await fastify.ready()
-  const lines = () => chunks.join('').split('\n').filter(Boolean).map((line) => JSON.parse(line) as Record<string, any>)
-  return { fastify, chunks, lines }
-}
-
 t.test('LOG_LEVEL decides what is written: at warn, no request lines; at debug, they are there', async (t) => {
-  const quiet = await buildLogged(t, { LOG_LEVEL: 'warn' })
+  const quiet = await buildLogged(t, { env: { LOG_LEVEL: 'warn' } })
   t.equal((await quiet.fastify.inject({ method: 'GET', url: '/api/health' })).statusCode, 200)
   t.equal((await quiet.fastify.inject({ method: 'GET', url: '/nope' })).statusCode, 404)
   t.equal(quiet.lines().filter((l) => l.msg === 'request').length, 0, 'no request lines at warn')
   t.ok(quiet.lines().every((l) => l.level >= 40), 'nothing below warn')
-  const chatty = await buildLogged(t, { LOG_LEVEL: 'debug' })
+  const chatty = await buildLogged(t, { env: { LOG_LEVEL: 'debug' } })
   await chatty.fastify.inject({ method: 'GET', url: '/api/health' })
   t.equal(chatty.lines().filter((l) => l.msg === 'request').length, 1, 'the request line at debug')
 })
 
 t.test('refused and malformed requests are logged with one request line too', async (t) => {
-  const { fastify, lines } = await buildLogged(t, { ALLOWED_HOSTS: 'api.example.com' })
+  const { fastify, lines } = await buildLogged(t, { env: { ALLOWED_HOSTS: 'api.example.com' } })
   const cases: Array<[string, InjectOptions]> = [
     ['404', { method: 'GET', url: '/nope', headers: { host: 'api.example.com' } }],
     ['INVALID_HOST', { method: 'GET', url: '/api/health', headers: { host: 'evil.com' } }],
@@ -228,7 +234,7 @@ t.test('refused and malformed requests are logged with one request line too', as
 
 for (const db of databases) {
   t.test(`${db.name}: one log line per request, and no secrets in the log`, async (t) => {
-    const { fastify, chunks, lines: readLines } = await buildLogged(t, { DATABASE_URL: db.url })
+    const { fastify, text, lines: readLines } = await buildLogged(t, { env: { DATABASE_URL: db.url } })
 
     const email = uniqueEmail('logs')
     const responses: LightMyRequestResponse[] = []
@@ -269,7 +275,7 @@ for (const db of databases) {
     })
     t.equal(requestLines[3]?.user_id, json(login).user.id, '/me names the user')
 
-    const log = chunks.join('')
+    const log = text()
     const secrets: Record<string, string> = {
       password: GOOD_PASSWORD,
       'signup access token': json(signup).access_token,

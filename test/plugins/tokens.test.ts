@@ -50,7 +50,7 @@ t.test('the claims and header of an access token', async (t) => {
   const { header, payload } = parts(signed.access_token)
 
   t.equal(header.alg, 'RS256')
-  t.equal(header.typ, 'JWT')
+  t.equal(header.typ, 'at+jwt', 'typ at+jwt (RFC 9068)')
   t.type(header.kid, 'string')
   t.equal(payload.iss, 'http://localhost:8000', 'iss defaults to PUBLIC_URL')
   t.equal(payload.aud, 'auth-service', 'aud is JWT_AUDIENCE')

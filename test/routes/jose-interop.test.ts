@@ -19,14 +19,15 @@ for (const algorithm of ['RS256', 'ES256', 'EdDSA']) {
     const base = await listen(app)
 
     const JWKS = createRemoteJWKSet(new URL(`${base}/.well-known/jwks.json`), { cooldownDuration: 0 })
-    // The service runs on a clock the test moves; jose is told the same time.
-    const verify = (token: string) => jwtVerify(token, JWKS, { issuer: ISSUER, audience: AUDIENCE, currentDate: clock.now() })
+    // The service runs on a clock the test moves; jose is told the same time. A verifier checks typ, as RFC 9068 asks.
+    const verify = (token: string) => jwtVerify(token, JWKS, { issuer: ISSUER, audience: AUDIENCE, typ: 'at+jwt', currentDate: clock.now() })
 
     const first = await signup(app)
     const oldKid = decodeProtectedHeader(first.access_token).kid
     const { payload, protectedHeader } = await verify(first.access_token)
     t.equal(payload.sub, first.user.id, 'payload.sub is the user id')
     t.equal(protectedHeader.alg, algorithm, `signed with ${algorithm}`)
+    t.equal(protectedHeader.typ, 'at+jwt', 'typ at+jwt')
     t.type(payload.sid, 'string', 'the session id is in the token')
     t.same(payload.roles, ['user'], 'the roles are in the token')
 
@@ -44,6 +45,7 @@ for (const algorithm of ['RS256', 'ES256', 'EdDSA']) {
     const tampered = `${head}.${Buffer.from(JSON.stringify({ ...claims, sub: first.user.id })).toString('base64url')}.${signature}`
     await t.rejects(verify(tampered), { code: 'ERR_JWS_SIGNATURE_VERIFICATION_FAILED' }, 'a token with a tampered payload fails')
     await t.rejects(jwtVerify(second.access_token, JWKS, { issuer: ISSUER, audience: 'another-service', currentDate: clock.now() }), { code: 'ERR_JWT_CLAIM_VALIDATION_FAILED' }, 'a token for another audience fails')
+    await t.rejects(jwtVerify(second.access_token, JWKS, { issuer: ISSUER, audience: AUDIENCE, typ: 'JWT', currentDate: clock.now() }), { code: 'ERR_JWT_CLAIM_VALIDATION_FAILED', claim: 'typ' }, 'a verifier expecting another typ refuses it')
     clock.goTo(60 + 901)
     await t.rejects(verify(second.access_token), { code: 'ERR_JWT_EXPIRED' }, 'an expired token fails')
   })

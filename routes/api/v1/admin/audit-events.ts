@@ -5,8 +5,7 @@ import { problems } from '../../../../schemas/problem.js'
 
 const auditEvents: FastifyPluginAsyncTypebox = async (fastify) => {
   fastify.get('/audit-events', {
-    config: { auth: 'required' },
-    preHandler: fastify.requirePermission('audit:read'),
+    config: { auth: 'required', permission: 'audit:read' },
     schema: {
       operationId: 'adminListAuditEvents',
       tags: ['admin'],

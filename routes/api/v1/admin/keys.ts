@@ -5,8 +5,7 @@ import { problems } from '../../../../schemas/problem.js'
 
 const keys: FastifyPluginAsyncTypebox = async (fastify) => {
   fastify.post('/keys/rotate', {
-    config: { auth: 'required' },
-    preHandler: fastify.requirePermission('keys:rotate'),
+    config: { auth: 'required', permission: 'keys:rotate' },
     schema: {
       operationId: 'adminRotateKeys',
       tags: ['admin'],

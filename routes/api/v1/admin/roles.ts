@@ -1,19 +1,12 @@
 import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox'
 import { Type } from 'typebox'
-import type { FastifyRequest } from 'fastify'
 import { actorOf } from '../../../../plugins/admin.js'
 import { RoleCreateSchema, RoleParamsSchema, RoleUpdateSchema } from '../../../../schemas/admin.js'
 import { problems } from '../../../../schemas/problem.js'
 
 const roles: FastifyPluginAsyncTypebox = async (fastify) => {
-  const record = (request: FastifyRequest, type: string, role: string, detail: Record<string, unknown> = {}) => {
-    const { userId, client } = actorOf(request)
-    return fastify.audit.record({ type, userId, client, detail: { role, ...detail } })
-  }
-
   fastify.get('/roles', {
-    config: { auth: 'required' },
-    preHandler: fastify.requirePermission('users:read'),
+    config: { auth: 'required', permission: 'users:read' },
     schema: {
       operationId: 'adminListRoles',
       tags: ['admin'],
@@ -23,48 +16,45 @@ const roles: FastifyPluginAsyncTypebox = async (fastify) => {
   }, async () => fastify.roles.list())
 
   fastify.post('/roles', {
-    config: { auth: 'required' },
-    preHandler: fastify.requirePermission('roles:write'),
+    config: { auth: 'required', permission: 'roles:write' },
     schema: {
       operationId: 'adminCreateRole',
       tags: ['admin'],
       summary: 'Create a role',
+      description: 'Only with permissions you hold yourself (else 403 `INSUFFICIENT_PRIVILEGE`).',
       body: RoleCreateSchema,
       response: { 201: Type.Ref('Role'), ...problems(400, 403, 409) }
     }
   }, async (request, reply) => {
     const role = { name: request.body.name, description: request.body.description ?? '', permissions: [...request.body.permissions].sort() }
-    await fastify.roles.create(role)
-    await record(request, 'role_created', role.name, { permissions: role.permissions })
-    return reply.code(201).send(role)
+    return reply.code(201).send(await fastify.admin.createRole(actorOf(request), role))
   })
 
   fastify.put('/roles/:name', {
-    config: { auth: 'required' },
-    preHandler: fastify.requirePermission('roles:write'),
+    config: { auth: 'required', permission: 'roles:write' },
     schema: {
       operationId: 'adminUpdateRole',
       tags: ['admin'],
       summary: 'Replace a role\'s description and permissions',
-      description: 'Takes effect for every holder within seconds: permissions are looked up from the role, not stored in tokens. `admin` keeps every permission.',
+      description: 'Takes effect for every holder within seconds: permissions are looked up from the role, not stored in tokens. ' +
+        '`user` and `admin` cannot be edited (400 `ROLE_PROTECTED`). You edit only a role you do not hold, and only when you hold every permission it carries, ' +
+        'before and after, and every permission its holders hold (else 403 `INSUFFICIENT_PRIVILEGE`).',
       params: RoleParamsSchema,
       body: RoleUpdateSchema,
       response: { 200: Type.Ref('Role'), ...problems(400, 403, 404) }
     }
   }, async (request) => {
     const role = { name: request.params.name, description: request.body.description ?? '', permissions: [...request.body.permissions].sort() }
-    await fastify.roles.update(role)
-    await record(request, 'role_updated', role.name, { permissions: role.permissions })
-    return role
+    return fastify.admin.updateRole(actorOf(request), role)
   })
 
   fastify.delete('/roles/:name', {
-    config: { auth: 'required' },
-    preHandler: fastify.requirePermission('roles:write'),
+    config: { auth: 'required', permission: 'roles:write' },
     schema: {
       operationId: 'adminDeleteRole',
       tags: ['admin'],
       summary: 'Delete a role (not `user` or `admin`); its holders lose it and their sessions end',
+      description: 'You delete only a role you do not hold, and only when you hold every permission it carries and every permission its holders hold (else 403 `INSUFFICIENT_PRIVILEGE`).',
       params: RoleParamsSchema,
       response: { 204: Type.Null({ description: 'Deleted' }), ...problems(400, 403, 404) }
     }

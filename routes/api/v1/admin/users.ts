@@ -6,8 +6,7 @@ import { problems } from '../../../../schemas/problem.js'
 
 const users: FastifyPluginAsyncTypebox = async (fastify) => {
   fastify.get('/users', {
-    config: { auth: 'required' },
-    preHandler: fastify.requirePermission('users:read'),
+    config: { auth: 'required', permission: 'users:read' },
     schema: {
       operationId: 'adminListUsers',
       tags: ['admin'],
@@ -22,8 +21,7 @@ const users: FastifyPluginAsyncTypebox = async (fastify) => {
   })
 
   fastify.get('/users/:id', {
-    config: { auth: 'required' },
-    preHandler: fastify.requirePermission('users:read'),
+    config: { auth: 'required', permission: 'users:read' },
     schema: {
       operationId: 'adminGetUser',
       tags: ['admin'],
@@ -34,13 +32,14 @@ const users: FastifyPluginAsyncTypebox = async (fastify) => {
   }, async (request) => fastify.admin.getUser(request.params.id))
 
   fastify.patch('/users/:id', {
-    config: { auth: 'required' },
-    preHandler: fastify.requirePermission('users:write'),
+    config: { auth: 'required', permission: 'users:write' },
     schema: {
       operationId: 'adminUpdateUser',
       tags: ['admin'],
       summary: 'Change a user\'s roles, disabled flag or email_verified',
-      description: 'Disabling a user, or taking a role away, ends all their sessions at once (access tokens included). You cannot disable yourself or take away your own admin role.',
+      description: 'Disabling a user, or taking a role away, ends all their sessions at once (access tokens included). ' +
+        'You change only an account whose every permission you hold, and grant or take away only roles whose permissions you hold; ' +
+        'nobody changes their own roles (403 `INSUFFICIENT_PRIVILEGE`). You cannot disable yourself (400 `CANNOT_MODIFY_SELF`).',
       params: UserIdParamsSchema,
       body: AdminUserPatchSchema,
       response: { 200: Type.Ref('AdminUser'), ...problems(400, 403, 404) }
@@ -48,12 +47,12 @@ const users: FastifyPluginAsyncTypebox = async (fastify) => {
   }, async (request) => fastify.admin.updateUser(actorOf(request), request.params.id, request.body))
 
   fastify.delete('/users/:id', {
-    config: { auth: 'required' },
-    preHandler: fastify.requirePermission('users:write'),
+    config: { auth: 'required', permission: 'users:write' },
     schema: {
       operationId: 'adminDeleteUser',
       tags: ['admin'],
       summary: 'Delete a user and end their sessions at once',
+      description: 'Only an account whose every permission you hold (else 403 `INSUFFICIENT_PRIVILEGE`); not yourself (400 `CANNOT_MODIFY_SELF`).',
       params: UserIdParamsSchema,
       response: { 204: Type.Null({ description: 'Deleted' }), ...problems(400, 403, 404) }
     }
@@ -63,12 +62,12 @@ const users: FastifyPluginAsyncTypebox = async (fastify) => {
   })
 
   fastify.delete('/users/:id/sessions', {
-    config: { auth: 'required' },
-    preHandler: fastify.requirePermission('sessions:revoke'),
+    config: { auth: 'required', permission: 'sessions:revoke' },
     schema: {
       operationId: 'adminEndUserSessions',
       tags: ['admin'],
       summary: 'End every session of a user, at once',
+      description: 'Only an account whose every permission you hold (else 403 `INSUFFICIENT_PRIVILEGE`).',
       params: UserIdParamsSchema,
       response: { 204: Type.Null({ description: 'Ended' }), ...problems(400, 403, 404) }
     }

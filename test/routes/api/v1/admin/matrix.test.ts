@@ -2,7 +2,7 @@ import { randomUUID } from 'node:crypto'
 import type { FastifyInstance } from 'fastify'
 import t from 'tap'
 import { findUserById } from '../../../../../db/queries/users.js'
-import type { Permission } from '../../../../../plugins/roles.js'
+import { PERMISSIONS, type Permission } from '../../../../../plugins/roles.js'
 import { bearer, build, databases, expectProblem, GOOD_PASSWORD, json, signup, uniqueEmail } from '../../../../helper.js'
 
 const ADMIN = '/api/v1/admin'
@@ -35,21 +35,44 @@ interface Route {
   ok: number
   /** A request (URL under /api/v1/admin, body) that succeeds for someone allowed. */
   request: (ctx: Context) => Promise<{ url: string, payload?: Record<string, unknown> }>
+  /** Requests whose path, query or body fails validation: 400 for someone allowed, 401/403 for anyone else. */
+  bad: Array<{ url: string, payload?: unknown }>
 }
 
 /** Every admin route: adding a route is one line here (the first test fails until it is). */
 const ROUTES: Route[] = [
-  { method: 'GET', path: '/users', permission: 'users:read', ok: 200, request: async () => ({ url: '/users?limit=1' }) },
-  { method: 'GET', path: '/users/{id}', permission: 'users:read', ok: 200, request: async (c) => ({ url: `/users/${c.adminId}` }) },
-  { method: 'PATCH', path: '/users/{id}', permission: 'users:write', ok: 200, request: async (c) => ({ url: `/users/${await c.victim()}`, payload: { email_verified: true } }) },
-  { method: 'DELETE', path: '/users/{id}', permission: 'users:write', ok: 204, request: async (c) => ({ url: `/users/${await c.victim()}` }) },
-  { method: 'DELETE', path: '/users/{id}/sessions', permission: 'sessions:revoke', ok: 204, request: async (c) => ({ url: `/users/${await c.victim()}/sessions` }) },
-  { method: 'GET', path: '/roles', permission: 'users:read', ok: 200, request: async () => ({ url: '/roles' }) },
-  { method: 'POST', path: '/roles', permission: 'roles:write', ok: 201, request: async (c) => ({ url: '/roles', payload: { name: c.roleName(), permissions: ['users:read'] } }) },
-  { method: 'PUT', path: '/roles/{name}', permission: 'roles:write', ok: 200, request: async (c) => ({ url: `/roles/${await c.role()}`, payload: { permissions: ['audit:read'] } }) },
-  { method: 'DELETE', path: '/roles/{name}', permission: 'roles:write', ok: 204, request: async (c) => ({ url: `/roles/${await c.role()}` }) },
-  { method: 'POST', path: '/keys/rotate', permission: 'keys:rotate', ok: 200, request: async () => ({ url: '/keys/rotate' }) },
-  { method: 'GET', path: '/audit-events', permission: 'audit:read', ok: 200, request: async () => ({ url: '/audit-events?limit=1' }) }
+  { method: 'GET', path: '/users', permission: 'users:read', ok: 200, request: async () => ({ url: '/users?limit=1' }), bad: [{ url: '/users?limit=0' }, { url: '/users?unknown=1' }] },
+  { method: 'GET', path: '/users/{id}', permission: 'users:read', ok: 200, request: async (c) => ({ url: `/users/${c.adminId}` }), bad: [{ url: '/users/not-a-uuid' }] },
+  {
+    method: 'PATCH',
+    path: '/users/{id}',
+    permission: 'users:write',
+    ok: 200,
+    request: async (c) => ({ url: `/users/${await c.victim()}`, payload: { email_verified: true } }),
+    bad: [{ url: '/users/not-a-uuid', payload: { roles: ['admin'] } }, { url: `/users/${randomUUID()}`, payload: { roles: 'admin' } }, { url: `/users/${randomUUID()}`, payload: {} }]
+  },
+  { method: 'DELETE', path: '/users/{id}', permission: 'users:write', ok: 204, request: async (c) => ({ url: `/users/${await c.victim()}` }), bad: [{ url: '/users/not-a-uuid' }] },
+  { method: 'DELETE', path: '/users/{id}/sessions', permission: 'sessions:revoke', ok: 204, request: async (c) => ({ url: `/users/${await c.victim()}/sessions` }), bad: [{ url: '/users/not-a-uuid/sessions' }] },
+  { method: 'GET', path: '/roles', permission: 'users:read', ok: 200, request: async () => ({ url: '/roles' }), bad: [] },
+  {
+    method: 'POST',
+    path: '/roles',
+    permission: 'roles:write',
+    ok: 201,
+    request: async (c) => ({ url: '/roles', payload: { name: c.roleName(), permissions: ['users:read'] } }),
+    bad: [{ url: '/roles', payload: { name: 'Bad Name', permissions: [] } }, { url: '/roles', payload: { name: 'fine-name', permissions: ['users:destroy'] } }, { url: '/roles', payload: ['admin'] }]
+  },
+  {
+    method: 'PUT',
+    path: '/roles/{name}',
+    permission: 'roles:write',
+    ok: 200,
+    request: async (c) => ({ url: `/roles/${await c.role()}`, payload: { permissions: ['audit:read'] } }),
+    bad: [{ url: '/roles/Bad%20Name', payload: { permissions: [] } }, { url: '/roles/user', payload: { permissions: 'users:write' } }, { url: '/roles/user', payload: {} }]
+  },
+  { method: 'DELETE', path: '/roles/{name}', permission: 'roles:write', ok: 204, request: async (c) => ({ url: `/roles/${await c.role()}` }), bad: [{ url: '/roles/Bad%20Name' }, { url: '/roles/x' }] },
+  { method: 'POST', path: '/keys/rotate', permission: 'keys:rotate', ok: 200, request: async () => ({ url: '/keys/rotate' }), bad: [] },
+  { method: 'GET', path: '/audit-events', permission: 'audit:read', ok: 200, request: async () => ({ url: '/audit-events?limit=1' }), bad: [{ url: '/audit-events?from=yesterday' }, { url: '/audit-events?user_id=nope' }] }
 ]
 
 const label = (route: Route) => `${route.method} ${route.path}`
@@ -118,25 +141,51 @@ for (const db of databases) {
       t.same(ROUTES.map(label).sort(), served, 'one row per admin route')
     })
 
-    t.test('no token: 401 on every admin route', async (t) => {
+    const badCall = (route: Route, bad: Route['bad'][number], headers: Record<string, string>) =>
+      app.inject({ method: route.method, url: ADMIN + bad.url, headers, ...(bad.payload !== undefined && { payload: bad.payload as Record<string, unknown> }) })
+
+    t.test('the bad inputs really are bad: an admin gets 400 for each', async (t) => {
+      for (const route of ROUTES) {
+        for (const bad of route.bad) expectProblem(t, await badCall(route, bad, adminHeaders), 400, ['VALIDATION_FAILED'])
+      }
+    })
+
+    t.test('no token: 401 on every admin route, before its input is validated', async (t) => {
       for (const route of ROUTES) {
         t.test(label(route), async (t) => {
           expectProblem(t, await call(app, route, {}), 401, 'AUTHENTICATION_REQUIRED')
           expectProblem(t, await call(app, route, bearer('not.a.token')), 401, 'INVALID_ACCESS_TOKEN')
+          for (const bad of route.bad) expectProblem(t, await badCall(route, bad, {}), 401, 'AUTHENTICATION_REQUIRED')
         })
       }
     })
 
-    t.test('a plain user: 403 FORBIDDEN on every admin route', async (t) => {
+    t.test('a plain user: 403 FORBIDDEN on every admin route, before its input is validated', async (t) => {
       t.same(plain.user.roles, ['user'], 'the caller has only the user role')
       for (const route of ROUTES) {
         t.test(label(route), async (t) => {
           expectProblem(t, await call(app, route, bearer(plain.access_token)), 403, 'FORBIDDEN')
+          for (const bad of route.bad) expectProblem(t, await badCall(route, bad, bearer(plain.access_token)), 403, 'FORBIDDEN')
           if (route.method === 'GET') {
             const head = await call(app, route, bearer(plain.access_token), 'HEAD')
             t.equal(head.statusCode, 403, 'HEAD is refused too')
           }
         })
+      }
+    })
+
+    t.test('each permission alone: 403 FORBIDDEN on the routes needing another, before their input is validated', async (t) => {
+      for (const permission of PERMISSIONS) {
+        // A token naming a role of that one permission: the guard reads the role, not the database.
+        const role = ctx.roleName()
+        await app.roles.create({ name: role, description: 'one permission', permissions: [permission] })
+        const headers = bearer(await app.tokens.signAccessToken({ sub: randomUUID(), sid: randomUUID(), roles: ['user', role] }))
+        for (const route of ROUTES.filter((r) => r.permission !== permission)) {
+          for (const bad of route.bad) expectProblem(t, await badCall(route, bad, headers), 403, 'FORBIDDEN')
+        }
+        for (const route of ROUTES.filter((r) => r.permission === permission)) {
+          for (const bad of route.bad) expectProblem(t, await badCall(route, bad, headers), 400, 'VALIDATION_FAILED')
+        }
       }
     })
 

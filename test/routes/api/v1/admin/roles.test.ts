@@ -172,6 +172,9 @@ for (const db of databases) {
 
     t.test('the built-in roles are protected', async (t) => {
       expectProblem(t, await api.update('admin', { permissions: ['users:read'] }), 400, 'ROLE_PROTECTED')
+      expectProblem(t, await api.update('user', { permissions: ['users:read'] }), 400, 'ROLE_PROTECTED')
+      expectProblem(t, await api.update('user', { description: 'changed', permissions: [] }), 400, 'ROLE_PROTECTED')
+      t.same((await api.list()).find((r) => r.name === 'user'), { name: 'user', description: 'Every account has it', permissions: [] }, 'user is as seeded')
       t.same(sorted((await api.list()).find((r) => r.name === 'admin')?.permissions ?? []), sorted(ADMIN_PERMISSIONS), 'admin keeps every permission')
       for (const name of ['user', 'admin']) expectProblem(t, await api.remove(name), 400, 'ROLE_PROTECTED')
       const names = (await api.list()).map((r) => r.name)

@@ -272,10 +272,12 @@ for (const db of databases) {
       t.same(json(off).roles, ['user'], 'roles untouched')
     })
 
-    t.test('an admin cannot disable themselves, remove their own admin role or delete themselves', async (t) => {
+    t.test('an admin cannot disable themselves, change their own roles or delete themselves', async (t) => {
+      const role = await newRole([])
       expectProblem(t, await patch(adminId, { disabled: true }), 400, 'CANNOT_MODIFY_SELF')
-      expectProblem(t, await patch(adminId, { roles: [] }), 400, 'CANNOT_MODIFY_SELF')
-      expectProblem(t, await patch(adminId, { roles: ['user'], email_verified: true }), 400, 'CANNOT_MODIFY_SELF')
+      expectProblem(t, await patch(adminId, { roles: [] }), 403, 'INSUFFICIENT_PRIVILEGE')
+      expectProblem(t, await patch(adminId, { roles: ['user'], email_verified: true }), 403, 'INSUFFICIENT_PRIVILEGE')
+      expectProblem(t, await patch(adminId, { roles: ['admin', role] }), 403, 'INSUFFICIENT_PRIVILEGE')
       expectProblem(t, await remove(adminId), 400, 'CANNOT_MODIFY_SELF')
       const self = json(await get(adminId))
       t.same(self.roles, ['admin', 'user'], 'still admin')

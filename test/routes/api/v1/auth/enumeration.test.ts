@@ -131,6 +131,30 @@ for (const db of databases) {
         t.equal((await app.db.selectFrom('users').select('id').where('email', '=', fresh).execute()).length, 1, 'the new address got its account')
       })
 
+      t.test('signup with a taken username: the answer does not depend on whether the address is taken (either index may be checked first)', async (t) => {
+        const username = `u${randomUUID().replaceAll('-', '').slice(0, 20)}`
+        t.equal((await post(app, SIGNUP, { email: uniqueEmail('holder'), username, password: GOOD_PASSWORD })).statusCode, 202, 'someone holds the username')
+        const res = await expectIndistinguishable(t, app, SIGNUP,
+          { email: taken, username, password: GOOD_PASSWORD }, { email: uniqueEmail('fresh'), username, password: GOOD_PASSWORD }, 'taken username with a taken vs a new address')
+        t.equal(json(res).code, 'USERNAME_TAKEN')
+      })
+
+      t.test('change of address: a taken and a free address answer alike', async (t) => {
+        const email = uniqueEmail('mover')
+        t.equal((await post(app, SIGNUP, { email, password: GOOD_PASSWORD })).statusCode, 202)
+        await app.background.idle()
+        t.equal((await post(app, VERIFY, { token: tokenIn(await box.next(email)) })).statusCode, 200)
+        const { access_token: accessToken } = json(await post(app, LOGIN, { email, password: GOOD_PASSWORD }))
+        const requestId = `enum-${randomUUID()}`
+        const change = (newEmail: string) => app.inject({ method: 'POST', url: '/api/v1/users/me/email', headers: { authorization: `Bearer ${accessToken}`, 'x-request-id': requestId }, payload: { new_email: newEmail, password: GOOD_PASSWORD } })
+        const a = await change(taken)
+        await app.db.updateTable('one_time_tokens').set({ created_at: '2000-01-01T00:00:00.000Z' }).where('email', '=', taken).execute() // past the resend interval
+        const b = await change(uniqueEmail('free'))
+        t.equal(a.statusCode, 202)
+        t.equal(a.body, b.body, 'byte-identical body')
+        t.same(headersOf(a), headersOf(b), 'same headers')
+      })
+
       t.test('login: an unverified account with a wrong password and an unknown account answer alike', async (t) => {
         const res = await expectIndistinguishable(t, app, LOGIN,
           { email: taken, password: WRONG_PASSWORD }, { email: uniqueEmail('nobody'), password: WRONG_PASSWORD }, 'unverified, wrong password vs unknown')

@@ -79,6 +79,24 @@ for (const db of databases) {
       expectRefused(t, await verify(app, bearer(signed.access_token)), 'ACCESS_TOKEN_EXPIRED')
     })
 
+    t.test('a token whose iat is ahead of the clock: accepted within the 60 s skew, 401 INVALID_ACCESS_TOKEN beyond it', async (t) => {
+      t.teardown(() => clock.goTo(0))
+      const signed = await signup(app)
+      const iat = claimsOf(signed.access_token).iat
+      // The clock put back to `seconds` before the token's iat: as if signed that far ahead of it.
+      const behind = (seconds: number) => { clock.goTo(0); clock.advance(iat - clock.now().getTime() / 1000 - seconds) }
+      behind(30)
+      t.equal((await verify(app, bearer(signed.access_token))).statusCode, 200, '30 s ahead: accepted')
+      behind(60)
+      t.equal((await verify(app, bearer(signed.access_token))).statusCode, 200, '60 s ahead: accepted')
+      behind(60.001)
+      expectRefused(t, await verify(app, bearer(signed.access_token)), 'INVALID_ACCESS_TOKEN')
+      behind(20 * 60)
+      expectRefused(t, await verify(app, bearer(signed.access_token)), 'INVALID_ACCESS_TOKEN')
+      behind(0)
+      t.equal((await verify(app, bearer(signed.access_token))).statusCode, 200, 'accepted again once the clock reaches it (checked on every use, not cached)')
+    })
+
     t.test('the cache of verified tokens: a token once verified is still checked for revocation and tampering', async (t) => {
       const signed = await signup(app)
       for (let i = 0; i < 3; i++) t.equal((await verify(app, bearer(signed.access_token))).statusCode, 200, `verified (${i === 0 ? 'then cached' : 'from the cache'})`)

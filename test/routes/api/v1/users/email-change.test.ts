@@ -1,7 +1,7 @@
 import { createHash } from 'node:crypto'
 import type { FastifyInstance } from 'fastify'
 import t from 'tap'
-import { bearer, build, databases, expectProblem, GOOD_PASSWORD, json, uniqueEmail } from '../../../../helper.js'
+import { bearer, build, databases, expectIdentical, expectProblem, GOOD_PASSWORD, json, uniqueEmail } from '../../../../helper.js'
 import { startMailbox, tokenIn } from '../../../../mailbox.js'
 
 const SIGNUP = '/api/v1/auth/signup'
@@ -127,14 +127,84 @@ for (const db of databases) {
       t.equal(mailsTo(user.email).length, 0, 'no mail')
     })
 
-    t.test('an address of another account is 409 EMAIL_TAKEN', async (t) => {
+    t.test('an address of another account answers as a free one; its owner is told, nothing is sent that could be used', async (t) => {
       const user = await newUser()
       const other = await newUser('other')
-      expectProblem(t, await change(user.accessToken, { new_email: other.email.toUpperCase(), password: GOOD_PASSWORD }), 409, 'EMAIL_TAKEN')
+      const taken = await change(user.accessToken, { new_email: other.email.toUpperCase(), password: GOOD_PASSWORD })
+      clock = new Date(clock.getTime() + 61_000) // past the resend interval
+      const free = await change(user.accessToken, { new_email: uniqueEmail('free'), password: GOOD_PASSWORD })
+      expectIdentical(t, taken, free, 'taken and free address')
+      t.equal(taken.statusCode, 202)
       await app.background.idle()
-      t.equal(mailsTo(other.email).length, 0, 'the other account is not mailed')
+      const notice = await box.next(other.email)
+      t.equal(notice.subject, 'Someone tried to move an account to your address', 'the owner of the taken address is told')
+      t.notMatch(notice.text, /token=/, 'with no link')
+      t.equal(mailsTo(other.email).length, 0, 'and nothing else')
       t.equal((await me(user.accessToken)).email, user.email, 'unchanged')
     })
+
+    t.test('one change-of-address mail per resend interval', async (t) => {
+      const user = await newUser()
+      const first = uniqueEmail('first')
+      const second = uniqueEmail('second')
+      t.equal((await change(user.accessToken, { new_email: first, password: GOOD_PASSWORD })).statusCode, 202)
+      t.equal((await change(user.accessToken, { new_email: second, password: GOOD_PASSWORD })).statusCode, 202, 'the second answers alike')
+      await app.background.idle()
+      t.ok(tokenIn(await box.next(first)), 'the first is mailed')
+      t.equal(mailsTo(second).length, 0, 'the second, within the interval, is not')
+    })
+
+    t.test('plain addresses only: a display name, brackets, lists or line breaks are 400', async (t) => {
+      const user = await newUser()
+      for (const bad of ['x<victim@example.com>', 'Victim <victim@example.com>', 'a@example.com, b@example.com', 'a@example.com;b@example.com', '"a"@example.com', 'a b@example.com', 'a@example.com\r\nBcc: b@example.com', 'a\uff1cb@example.com']) {
+        expectProblem(t, await change(user.accessToken, { new_email: bad, password: GOOD_PASSWORD }), 400, 'VALIDATION_FAILED')
+      }
+      await app.background.idle()
+      t.equal(box.received.filter((m) => /victim|b@example/.test(m.to)).length, 0, 'nothing mailed')
+    })
+
+    t.test('wrong passwords are throttled per account, with sign-in: the 6th is 429', async (t) => {
+      const user = await newUser()
+      for (let i = 1; i <= 5; i++) {
+        expectProblem(t, await change(user.accessToken, { new_email: uniqueEmail(), password: `wrong password ${i}` }), 401, 'INVALID_CREDENTIALS')
+      }
+      expectProblem(t, await change(user.accessToken, { new_email: uniqueEmail(), password: GOOD_PASSWORD }), 429, 'RATE_LIMITED')
+      expectProblem(t, await login(app, user.email), 429, 'RATE_LIMITED')
+    })
+
+    for (const [what, act] of [
+      ['a password reset', async (app: FastifyInstance, user: { email: string, accessToken: string }) => {
+        await post(app, '/api/v1/auth/password/forgot', { email: user.email })
+        await app.background.idle()
+        const reset = await post(app, '/api/v1/auth/password/reset', { token: tokenIn(await box.next(user.email)), new_password: 'the owner takes it back' })
+        if (reset.statusCode !== 204) throw new Error(`reset failed: ${reset.statusCode} ${reset.body}`)
+      }],
+      ['a password change', async (app: FastifyInstance, user: { accessToken: string }) => {
+        const res = await post(app, '/api/v1/auth/password/change', { current_password: GOOD_PASSWORD, new_password: 'the owner takes it back' }, bearer(user.accessToken))
+        if (res.statusCode !== 204) throw new Error(`change failed: ${res.statusCode} ${res.body}`)
+      }],
+      ['ending every session', async (app: FastifyInstance, user: { accessToken: string }) => {
+        const res = await app.inject({ method: 'DELETE', url: '/api/v1/users/me/sessions', headers: bearer(user.accessToken) })
+        if (res.statusCode !== 204) throw new Error(`end all failed: ${res.statusCode} ${res.body}`)
+      }]
+    ] as const) {
+      t.test(`a pending change of address dies with ${what}`, async (t) => {
+        const user = await newUser()
+        const attacker = uniqueEmail('attacker')
+        // Someone who knew the password asks to move the account to their address...
+        t.equal((await change(user.accessToken, { new_email: attacker, password: GOOD_PASSWORD })).statusCode, 202)
+        await app.background.idle()
+        const token = tokenIn(await box.next(attacker))
+        // ...the owner secures the account...
+        clock = new Date(clock.getTime() + 61_000)
+        await act(app, user)
+        // ...and the old link changes nothing.
+        expectProblem(t, await post(app, VERIFY, { token }), 400, 'INVALID_TOKEN')
+        t.same((await accountsWith(attacker)).length, 0, 'the attacker\'s address has no account')
+        const row = await app.db.selectFrom('users').select('email').where('id', '=', user.id).executeTakeFirstOrThrow()
+        t.equal(row.email, user.email, 'the account keeps its address')
+      })
+    }
 
     t.test('the new address taken between request and verify: verify is 409 EMAIL_TAKEN', async (t) => {
       const user = await newUser()
@@ -161,6 +231,7 @@ for (const db of databases) {
       const first = uniqueEmail('first')
       const second = uniqueEmail('second')
       t.equal((await change(user.accessToken, { new_email: first, password: GOOD_PASSWORD })).statusCode, 202)
+      clock = new Date(clock.getTime() + 61_000) // past the resend interval
       t.equal((await change(user.accessToken, { new_email: second, password: GOOD_PASSWORD })).statusCode, 202)
       await app.background.idle()
       const firstToken = tokenIn(await box.next(first))
