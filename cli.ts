@@ -24,7 +24,7 @@ Commands:
   admin:promote --email <address>
                give the existing account of this address the admin role (on the audit trail)
   openapi      print the OpenAPI document as JSON
-  config       print the configuration reference (Markdown table, as in README.md)
+  config       print the configuration reference (Markdown table, as in docs/configuration.md)
   env          print a commented .env file with every variable and its default
   help         show this text
 

@@ -1,20 +1,34 @@
 import fp from 'fastify-plugin'
 import type { Kysely } from 'kysely'
-import { migrateToLatest, openDatabase, type DatabaseKind } from '../db/connect.js'
+import { migrateToLatest, openDatabase } from '../db/connect.js'
 import type { Database } from '../db/types.js'
 
 declare module 'fastify' {
   interface FastifyInstance {
     db: Kysely<Database>
-    dbKind: DatabaseKind
   }
 }
 
+/**
+ * The database, migrated. Every wait on it is bounded (DATABASE_TIMEOUT_SECONDS):
+ * a database that is away or frozen costs a request a 503, never a hang, and
+ * a lost connection is replaced, never the end of the process.
+ */
 export default fp(async function db (fastify) {
-  const { db, kind } = await openDatabase(fastify.config.DATABASE_URL)
+  const { DATABASE_URL: url, DATABASE_TIMEOUT_SECONDS: timeout } = fastify.config
+  const { db, kind } = await openDatabase(url, {
+    timeoutMs: timeout * 1000,
+    onConnectionError: (err) => fastify.log.warn({ err: { message: err.message, code: (err as { code?: string }).code } }, 'database connection lost; it is replaced at the next query')
+  })
   fastify.addHook('onClose', () => db.destroy())
-  const applied = await migrateToLatest(db, kind)
-  if (applied.length > 0) fastify.log.info({ migrations: applied }, 'database migrated')
+  // Migrations may wait on another replica's lock, and a large one runs longer than a request may:
+  // on PostgreSQL they run on a connection of their own without the request timeouts.
+  const migrator = kind === 'postgres' ? (await openDatabase(url)).db : db
+  try {
+    const applied = await migrateToLatest(migrator, kind)
+    if (applied.length > 0) fastify.log.info({ migrations: applied }, 'database migrated')
+  } finally {
+    if (migrator !== db) await migrator.destroy()
+  }
   fastify.decorate('db', db)
-  fastify.decorate('dbKind', kind)
 }, { name: 'db', dependencies: ['config'] })

@@ -4,6 +4,7 @@ import type { Socket } from 'node:net'
 import createError from '@fastify/error'
 import type { ConnectionError, FastifyError, FastifyInstance, FastifyReply, FastifyRequest } from 'fastify'
 import fp from 'fastify-plugin'
+import { databaseUnavailable } from '../db/connect.js'
 import FindMyWay, { type HTTPMethod } from 'find-my-way'
 import { logRequest } from './logging.js'
 import type { Problem } from '../schemas/problem.js'
@@ -47,14 +48,18 @@ export const Errors = {
   InvalidCursor: createError('INVALID_CURSOR', 'The cursor is not one this service gave out.', 400),
   RateLimited: createError('RATE_LIMITED', 'Too many requests; try again in %s seconds.', 429),
   MetricsTokenRequired: createError('METRICS_TOKEN_REQUIRED', 'The metrics need the bearer token the operator configured (METRICS_TOKEN).', 401),
-  Overloaded: createError('OVERLOADED', 'The service is busy; try again in a moment.', 503)
+  Overloaded: createError('OVERLOADED', 'The service is busy; try again in a moment.', 503),
+  DatabaseUnavailable: createError('DATABASE_UNAVAILABLE', 'The database cannot be reached just now; try again in a moment.', 503)
 }
 
 /** A 429 or 503 that tells the client when to come back (Retry-After, in seconds). */
-export function retryLater (kind: 'RateLimited' | 'Overloaded', seconds: number) {
-  const error = kind === 'RateLimited' ? new Errors.RateLimited(seconds) : new Errors.Overloaded()
+export function retryLater (kind: 'RateLimited' | 'Overloaded' | 'DatabaseUnavailable', seconds: number) {
+  const error = kind === 'RateLimited' ? new Errors.RateLimited(seconds) : new Errors[kind]()
   return Object.assign(error, { retryAfter: Math.max(1, Math.ceil(seconds)) })
 }
+
+/** What a 503 DATABASE_UNAVAILABLE tells the client to wait: a restart or a failover takes seconds. */
+const DATABASE_RETRY_AFTER_SECONDS = 2
 
 /** Fastify's own client errors, under the service's codes. */
 const FRAMEWORK_CODES: Record<string, string> = {
@@ -176,7 +181,10 @@ export default fp(async function errors (fastify) {
     }
   })
 
-  fastify.setErrorHandler(function (error: FastifyError, request, reply) {
+  fastify.setErrorHandler(function (thrown: FastifyError, request, reply) {
+    // The database away (restarting, failing over, frozen past the timeout): a 503 the client may retry, not a 500.
+    const error: FastifyError = databaseUnavailable(thrown) ? retryLater('DatabaseUnavailable', DATABASE_RETRY_AFTER_SECONDS) : thrown
+    if (error !== thrown) request.log.warn({ err: { message: thrown.message, code: thrown.code } }, 'database unavailable')
     const body = toProblem(error, request)
     if (body.status >= 500) request.log.error({ err: error }, 'request failed')
     else request.log.info({ code: body.code, status: body.status }, 'request refused')

@@ -8,7 +8,7 @@ declare module 'fastify' {
     health: {
       /** Alive: touches nothing outside the process. */
       liveness: () => HealthReport
-      /** Ready: the database, and Redis when configured, answer within a short timeout. */
+      /** Ready: the database answers within a short timeout; Redis, when configured, is reported (away, the service is degraded, not down). */
       readiness: () => Promise<HealthReport>
       /** Answers a readiness request: 200 when ready, else 503, with the report. */
       answerReadiness: (reply: FastifyReply) => Promise<FastifyReply>
@@ -19,7 +19,7 @@ declare module 'fastify' {
 type Status = 'ok' | 'unavailable'
 
 export interface HealthReport {
-  status: Status
+  status: Status | 'degraded'
   service: string
   version: string
   database?: Status
@@ -50,12 +50,13 @@ export default fp(async function health (fastify) {
     liveness: () => ({ status: 'ok' as const, ...base }),
     async readiness () {
       const [database, redisReport] = await Promise.all([statusOf(() => sql`select 1`.execute(db)), redis ? redisStatus() : undefined])
-      const ready = database === 'ok' && redisReport !== 'unavailable'
-      return { status: ready ? 'ok' : 'unavailable', ...base, database, ...(redisReport && { redis: redisReport }) }
+      // Redis is an accelerator: without it every replica still serves, so it must not take them all out of rotation.
+      const status = database !== 'ok' ? 'unavailable' : redisReport === 'unavailable' ? 'degraded' : 'ok'
+      return { status, ...base, database, ...(redisReport && { redis: redisReport }) }
     },
     async answerReadiness (reply) {
       const report = await fastify.health.readiness()
-      return reply.code(report.status === 'ok' ? 200 : 503).send(report)
+      return reply.code(report.status === 'unavailable' ? 503 : 200).send(report)
     }
   })
 }, { name: 'health', dependencies: ['db', 'redis'] })

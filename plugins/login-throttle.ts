@@ -129,7 +129,19 @@ export const throttleKey = (account: { id: string } | undefined, typed: string) 
  * failures add up.
  */
 function createLoginThrottle (fastify: FastifyInstance) {
-  const store = fastify.redis ? redisStore(fastify.redis, `${fastify.config.REDIS_KEY_PREFIX}login-failures:`) : memoryStore(fastify.now)
+  const { redis, shared, config } = fastify
+  const memory = memoryStore(fastify.now)
+  const remote = redis && redisStore(redis, `${config.REDIS_KEY_PREFIX}login-failures:`)
+  // With Redis away the count goes on in this instance's memory: per replica, but never unthrottled.
+  const store: Store = remote
+    ? {
+        attempt: (key) => shared.run('login_throttle', () => remote.attempt(key), () => memory.attempt(key)),
+        delete: async (key) => {
+          await memory.delete(key)
+          await shared.run('login_throttle', () => remote.delete(key), () => {})
+        }
+      }
+    : memory
   const serially = perKeyQueue()
 
   return {

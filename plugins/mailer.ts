@@ -12,13 +12,18 @@ export interface Mailer {
   send: (to: string, mail: Mail) => void
 }
 
+/** ms: to connect, for the greeting, and of silence on an open connection. */
+const SMTP_TIMEOUTS = { connectionTimeout: 10_000, greetingTimeout: 10_000, socketTimeout: 30_000 }
+
 /** Waits before each retry: three more tries over about 7 seconds. */
 const RETRY_DELAYS_MS = [500, 2000, 5000]
 
 export default fp(async function mailer (fastify) {
   const { config } = fastify
   // Loaded only when there is a server to send to.
-  const transport = config.SMTP_URL ? (await import('nodemailer')).default.createTransport(config.SMTP_URL) : null
+  // Bounded waits (nodemailer waits up to 2 minutes to connect and 10 of silence): a hung mail server
+  // holds a mail's retries, never the shutdown's or anything else.
+  const transport = config.SMTP_URL ? (await import('nodemailer')).default.createTransport({ url: config.SMTP_URL, ...SMTP_TIMEOUTS }) : null
   const { mails } = fastify.metrics
   if (!transport && config.NODE_ENV === 'production') fastify.log.warn('SMTP_URL is not set: mails are not sent')
 

@@ -5,6 +5,7 @@ import { collectDefaultMetrics, Counter, Gauge, Histogram, Registry } from 'prom
 import { countActiveSessions } from '../db/queries/sessions.js'
 import { bearerToken } from './authenticate.js'
 import { Errors } from './errors.js'
+import type { Shared } from './redis.js'
 
 declare module 'fastify' {
   interface FastifyInstance {
@@ -40,7 +41,7 @@ function processMetrics (): Registry {
   return processRegistry
 }
 
-function createMetrics (activeSessions: () => Promise<number>, now: () => number, metricsToken: string | undefined) {
+function createMetrics (activeSessions: () => Promise<number>, now: () => number, metricsToken: string | undefined, shared: Shared) {
   const registry = new Registry()
   const expected = metricsToken ? digest(metricsToken) : null
   const counter = <L extends string>(name: string, help: string, labelNames: L[] = []) =>
@@ -57,8 +58,26 @@ function createMetrics (activeSessions: () => Promise<number>, now: () => number
     }
   })
 
+  new Gauge({ // eslint-disable-line no-new -- registered; read at scrape time only
+    name: 'auth_redis_up',
+    help: '1 while Redis answers; 0 while it is away (limits then count per instance) or without REDIS_URL.',
+    registers: [registry],
+    collect () { this.set(shared.up() ? 1 : 0) }
+  })
+  new Counter({ // eslint-disable-line no-new -- registered; read at scrape time only
+    name: 'auth_redis_fallbacks_total',
+    help: 'Work done on this instance\'s memory because Redis was away or too slow, by use (rate_limit, login_throttle, revocation_publish).',
+    labelNames: ['use'],
+    registers: [registry],
+    collect () {
+      this.reset()
+      for (const [use, count] of shared.fallbacks()) this.inc({ use }, count)
+    }
+  })
+
   return {
     registry,
+    databaseUnavailable: counter('auth_database_unavailable_total', 'Requests answered 503 DATABASE_UNAVAILABLE (the database away or past DATABASE_TIMEOUT_SECONDS), by route pattern.', ['route']),
     http: new Histogram({
       name: 'auth_http_request_duration_seconds',
       help: 'Time to answer an HTTP request, by method, route pattern and status.',
@@ -111,7 +130,7 @@ function bearerMatches (request: FastifyRequest, expected: Buffer): boolean {
  */
 export default fp(async function metrics (fastify) {
   const { config, db } = fastify
-  const metrics = createMetrics(() => countActiveSessions(db, fastify.now().toISOString()), () => fastify.now().getTime(), config.METRICS_TOKEN)
+  const metrics = createMetrics(() => countActiveSessions(db, fastify.now().toISOString()), () => fastify.now().getTime(), config.METRICS_TOKEN, fastify.shared)
   fastify.decorate('metrics', metrics)
 
   // The labelled series of each method, route and status, looked up once: prom-client would hash the labels on every observation.
@@ -128,6 +147,7 @@ export default fp(async function metrics (fastify) {
     const outcome = options.config?.outcome
     if (outcome) metrics.outcomes[outcome].inc({ result: request.problemCode?.toLowerCase() ?? 'success' })
     if (status === 429) metrics.rateLimited.inc({ route })
+    else if (status === 503 && request.problemCode === 'DATABASE_UNAVAILABLE') metrics.databaseUnavailable.inc({ route })
     done()
   })
-}, { name: 'metrics', dependencies: ['config', 'errors', 'db'] })
+}, { name: 'metrics', dependencies: ['config', 'errors', 'db', 'redis'] })

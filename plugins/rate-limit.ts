@@ -1,7 +1,10 @@
-import rateLimit from '@fastify/rate-limit'
+import { createRequire } from 'node:module'
+import rateLimit, { type FastifyRateLimitStoreCtor } from '@fastify/rate-limit'
 import fp from 'fastify-plugin'
+import type { Redis } from 'ioredis'
 import { clientIp } from './client-ip.js'
 import { retryLater } from './errors.js'
+import type { Shared } from './redis.js'
 
 declare module 'fastify' {
   interface FastifyInstance {
@@ -12,10 +15,46 @@ declare module 'fastify' {
 
 const MINUTE = 60_000
 
+type Result = { current: number, ttl: number }
+interface Store {
+  incr: (key: string, done: (err: Error | null, result?: Result) => void, timeWindow: number, max: number) => void
+  child: (routeOptions: StoreOptions) => Store
+}
+interface StoreOptions { continueExceeding: boolean, exponentialBackoff: boolean }
+
+// The plugin's own two stores (its types do not export them): counting in this instance, and in Redis.
+const require = createRequire(import.meta.url)
+const LocalStore = require('@fastify/rate-limit/store/LocalStore.js') as new (continueExceeding: boolean, exponentialBackoff: boolean) => Store
+const RedisStore = require('@fastify/rate-limit/store/RedisStore.js') as new (continueExceeding: boolean, exponentialBackoff: boolean, redis: Redis, key: string) => Store
+
+/** Counts in Redis while it answers in time, in this instance's memory otherwise (counted as a fallback). */
+function sharedStore (local: Store, remote: Store, shared: Shared): Store {
+  return {
+    incr (key, done, timeWindow, max) {
+      const locally = () => {
+        shared.fellBack('rate_limit')
+        local.incr(key, done, timeWindow, max)
+      }
+      if (!shared.up()) return locally()
+      remote.incr(key, (err, result) => (err ? locally() : done(null, result)), timeWindow, max)
+    },
+    child: (options) => sharedStore(local.child(options), remote.child(options), shared)
+  }
+}
+
+/** The store the plugin builds (it calls `new` on it): Redis with a per-instance fallback. */
+function sharedStoreOf (redis: Redis, nameSpace: string, shared: Shared): FastifyRateLimitStoreCtor {
+  return function (options: StoreOptions) {
+    const { continueExceeding, exponentialBackoff } = options
+    return sharedStore(new LocalStore(continueExceeding, exponentialBackoff), new RedisStore(continueExceeding, exponentialBackoff, redis, nameSpace), shared)
+  } as unknown as FastifyRateLimitStoreCtor
+}
+
 /**
  * Requests per client address (TRUST_PROXY decides what that is, see client-ip.ts): a global
  * limit, and tighter ones on the routes that cost a password hash or a mail.
- * With REDIS_URL the counters are shared by every replica. 429 RATE_LIMITED
+ * With REDIS_URL the counters are shared by every replica, and counted per
+ * instance while Redis is away. 429 RATE_LIMITED
  * with Retry-After and the RateLimit-* headers of the IETF draft.
  */
 export default fp(async function limits (fastify) {
@@ -31,10 +70,10 @@ export default fp(async function limits (fastify) {
     global: true,
     max: config.RATE_LIMIT_GLOBAL_PER_MINUTE,
     timeWindow: MINUTE,
-    ...(fastify.redis && { redis: fastify.redis, nameSpace: `${config.REDIS_KEY_PREFIX}rate-limit:` }),
+    ...(fastify.redis && { store: sharedStoreOf(fastify.redis, `${config.REDIS_KEY_PREFIX}rate-limit:`, fastify.shared) }),
     // The address sessions and audit events record: a forwarded entry that is no IP address buys no budget of its own.
     keyGenerator: (request) => clientIp(request) ?? 'unknown',
-    // A Redis outage must not take sign-in down with it; the per-account throttle still holds.
+    // Nothing left to fail on (the store falls back to memory), but never refuse a request for a counting error.
     skipOnError: true,
     enableDraftSpec: true,
     errorResponseBuilder: (_request, context) => retryLater('RateLimited', context.ttl / 1000)

@@ -6,8 +6,18 @@ declare module 'fastify' {
   interface FastifyInstance {
     /** The shared Redis connection when REDIS_URL is set; null for a single instance. */
     redis: Redis | null
+    /** Runs work on Redis while it answers, else on this instance's memory; counts the fallbacks. */
+    shared: Shared
   }
 }
+
+/** What falls back to this instance's memory while Redis is away. */
+export type SharedUse = 'rate_limit' | 'login_throttle' | 'revocation_publish'
+
+export type Shared = ReturnType<typeof createShared>
+
+/** How often a lost connection is tried again: Redis back means replicas in step again within about this. */
+const RECONNECT_MS = 250
 
 /** Closes a connection: politely (QUIT) when Redis answers, else by dropping it, so shutdown never fails on a Redis outage. */
 export async function closeRedis (client: Redis): Promise<void> {
@@ -15,41 +25,100 @@ export async function closeRedis (client: Redis): Promise<void> {
 }
 
 /**
- * A connection of its own (one in subscriber mode can do nothing else) that
- * hands each message on `channel` to `onMessage`. It subscribes again itself
- * at every reconnect, with the failure handled (ioredis' own resubscription
- * leaves its promise unhandled: a connection lost at that moment would end
- * the process), then calls `onResubscribed`, so the listener can catch up on
- * what was published while it was away.
+ * Redis as an accelerator, not a single point of failure: work that needs
+ * it runs on it while it answers within REDIS_TIMEOUT_MS, and on this
+ * instance's memory otherwise (counted, per use). The log says once that
+ * Redis is gone and once that it is back.
  */
-export async function listen (redis: Redis, channel: string, log: FastifyBaseLogger,
-  onMessage: (message: string) => void, onResubscribed: () => Promise<void>): Promise<Redis> {
-  const subscriber = redis.duplicate({ autoResubscribe: false })
-  subscriber.on('error', (err) => log.warn({ err, channel }, 'redis subscriber error'))
-  subscriber.on('message', (_channel, message: string) => onMessage(message))
-  let subscribed = false
-  subscriber.on('ready', () => {
-    if (!subscribed) return // the first subscription is awaited below
-    subscriber.subscribe(channel).then(onResubscribed)
-      .catch((err) => log.warn({ err, channel }, 'redis resubscription failed; retried at the next reconnect'))
+function createShared (redis: Redis | null, log: FastifyBaseLogger) {
+  const fallbacks = new Map<SharedUse, number>()
+  // Logged on a change only: ioredis reports every failed reconnection, several a second.
+  let state: 'starting' | 'up' | 'down' | 'closing' = 'starting'
+  redis?.on('ready', () => {
+    if (state === 'down') log.info('Redis is back: rate limits, the login throttle and revocations are shared again')
+    if (state !== 'closing') state = 'up'
   })
-  await subscriber.subscribe(channel)
-  subscribed = true
+  redis?.on('close', () => {
+    if (state === 'up') log.error('Redis is gone: rate limits and the login throttle count per instance until it is back; revocations still apply here at once and reach the other replicas through the database')
+    if (state !== 'closing') state = 'down'
+  })
+  const fellBack = (use: SharedUse) => { fallbacks.set(use, (fallbacks.get(use) ?? 0) + 1) }
+
+  return {
+    /** Redis could not be reached at start. */
+    unreachable () {
+      state = 'down'
+      log.error('Redis cannot be reached at start: serving with per-instance rate limits and login throttle until it can')
+    },
+    /** Shutting down: a closed connection is no outage. */
+    closing () { state = 'closing' },
+    /** True while Redis answers (always false without REDIS_URL). */
+    up: () => redis !== null && redis.status === 'ready',
+    fellBack,
+    /** How often each use fell back to memory since start. */
+    fallbacks: (): ReadonlyMap<SharedUse, number> => fallbacks,
+
+    /** `remote` on Redis while it is up; `local` when it is not or `remote` fails (a timeout included). */
+    async run<T> (use: SharedUse, remote: (redis: Redis) => Promise<T>, local: () => T | Promise<T>): Promise<T> {
+      if (redis?.status === 'ready') {
+        try {
+          return await remote(redis)
+        } catch {}
+      }
+      if (redis) fellBack(use)
+      return local()
+    }
+  }
+}
+
+/**
+ * A connection of its own (one in subscriber mode can do nothing else) that
+ * hands each message on `channel` to `onMessage`. It subscribes at every
+ * (re)connection itself, with the failure handled (ioredis' own
+ * resubscription leaves its promise unhandled: a connection lost at that
+ * moment would end the process), then calls `onSubscribed`, so the listener
+ * catches up on what was published while it was not listening. It does not
+ * wait for Redis: the service starts and serves without it.
+ */
+export function listen (redis: Redis, channel: string, log: FastifyBaseLogger,
+  onMessage: (message: string) => void, onSubscribed: () => Promise<void>): Redis {
+  const subscriber = redis.duplicate({ autoResubscribe: false, commandTimeout: undefined })
+  subscriber.on('error', () => {}) // the shared connection logs Redis going and coming back
+  subscriber.on('message', (_channel, message: string) => onMessage(message))
+  subscriber.on('ready', () => {
+    subscriber.subscribe(channel).then(onSubscribed)
+      .catch((err) => log.warn({ err, channel }, 'redis subscription failed; tried again at the next reconnect'))
+  })
+  subscriber.connect().catch(() => {}) // retried by ioredis until it connects
   return subscriber
 }
 
 export default fp(async function redis (fastify) {
-  const url = fastify.config.REDIS_URL
+  const { REDIS_URL: url, REDIS_TIMEOUT_MS: timeout } = fastify.config
   if (!url) {
     fastify.decorate('redis', null)
+    fastify.decorate('shared', createShared(null, fastify.log))
     return
   }
   // Loaded only when used: a single instance does without it.
   const { Redis } = await import('ioredis')
-  const client = new Redis(url, { lazyConnect: true, connectTimeout: 2000, maxRetriesPerRequest: 2 })
-  // ioredis reconnects by itself; an error event without a listener would crash the process.
-  client.on('error', (err) => fastify.log.warn({ err }, 'redis connection error'))
-  await client.connect()
+  const client = new Redis(url, {
+    lazyConnect: true,
+    connectTimeout: 1000,
+    commandTimeout: timeout,
+    // While Redis is away a command fails at once (and its caller falls back) instead of waiting in a queue.
+    enableOfflineQueue: false,
+    maxRetriesPerRequest: 0,
+    retryStrategy: () => RECONNECT_MS
+  })
+  // Every failed reconnection is an error event: the transitions are logged once each (createShared).
+  client.on('error', () => {})
+  const shared = createShared(client, fastify.log)
+  await client.connect().catch(() => shared.unreachable())
   fastify.decorate('redis', client)
-  fastify.addHook('onClose', () => closeRedis(client))
+  fastify.decorate('shared', shared)
+  fastify.addHook('onClose', () => {
+    shared.closing()
+    return closeRedis(client)
+  })
 }, { name: 'redis', dependencies: ['config'] })

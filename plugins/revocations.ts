@@ -74,9 +74,9 @@ async function createRevocations (fastify: FastifyInstance) {
     await Promise.all([loadFromDatabase(now), pruneRevocations(db, new Date(now.getTime() - KEEP_IN_DATABASE_MS).toISOString())])
   }
 
-  // Subscribe before loading, so nothing revoked in between is missed.
-  // Back from a Redis outage: what was published meanwhile is in the database.
-  const subscriber = redis && await listen(redis, channel, fastify.log, (message) => {
+  // Each (re)subscription is followed by a resync: nothing revoked before it, or published while
+  // Redis was away, is missed (the database has it).
+  const subscriber = redis && listen(redis, channel, fastify.log, (message) => {
     try {
       const { ids, until } = JSON.parse(message) as { ids: unknown, until: unknown }
       if (Array.isArray(ids) && typeof until === 'number') remember(ids.filter((id) => typeof id === 'string'), until)
@@ -116,8 +116,8 @@ async function createRevocations (fastify: FastifyInstance) {
       remember(sessionIds, until)
       await insertRevocations(db, sessionIds, now.toISOString(), new Date(until).toISOString())
       // The database has it now: a Redis outage delays other replicas (to their next resync), it does not fail the request.
-      await redis?.publish(channel, JSON.stringify({ ids: sessionIds, until }))
-        .catch((err) => fastify.log.warn({ err }, 'revocation not published; replicas pick it up at their next resync'))
+      // Not published (Redis away): replicas read it from the database when Redis is back, or at their next resync.
+      await fastify.shared.run('revocation_publish', (redis) => redis.publish(channel, JSON.stringify({ ids: sessionIds, until })), () => 0)
     },
 
     /** Prunes the list and re-reads the database now, as the timer does every RESYNC_MS. */

@@ -62,7 +62,7 @@ async function createRoles (fastify: FastifyInstance) {
     fastify.log.warn({ role, removed }, 'built-in role reset to its definition')
     await fastify.audit.record({ type: 'built_in_role_reset', detail: { role, removed } })
   }
-  const subscriber = redis && await listen(redis, channel, fastify.log, () => {
+  const subscriber = redis && listen(redis, channel, fastify.log, () => {
     reload().catch((err) => fastify.log.warn({ err }, 'roles reload failed'))
   }, reload)
   await reload()

@@ -5,7 +5,7 @@ import { EMAIL_PATTERN } from './common.js'
  * Every setting the service reads, with its default. Values arrive as strings
  * from the environment and are converted; anything that does not fit stops the
  * process with one line naming the variable (see plugins/config.ts).
- * README's configuration table is generated from the descriptions here.
+ * The configuration table of docs/configuration.md is generated from the descriptions here.
  */
 const Seconds = (def: number, description: string) =>
   Type.Integer({ minimum: 1, maximum: 31_536_000, default: def, description })
@@ -26,6 +26,7 @@ export const ConfigSchema = Type.Object({
     pattern: '^(sqlite:.+|postgres(ql)?://.+)$',
     description: '`sqlite:<file>`, `sqlite::memory:` or `postgres://user:pass@host:port/db`.'
   }),
+  DATABASE_TIMEOUT_SECONDS: Type.Integer({ minimum: 1, maximum: 300, default: 5, description: 'The longest a request waits on the database: for a pooled connection and for one statement (PostgreSQL), for a lock (SQLite). Past it the request gets 503 DATABASE_UNAVAILABLE with Retry-After.' }),
   PUBLIC_URL: Type.String({ default: 'http://localhost:8000', pattern: '^https?://[^\\s]+$', description: 'The URL clients reach the service at; the default token issuer.' }),
   JWT_ISSUER: Type.Optional(Type.String({ minLength: 1, description: 'The `iss` claim of access tokens (default: PUBLIC_URL).' })),
   JWT_AUDIENCE: Type.String({ default: 'auth-service', minLength: 1, description: 'The `aud` claim of access tokens; verifiers must expect it.' }),
@@ -38,7 +39,7 @@ export const ConfigSchema = Type.Object({
   JWT_SECRET: Type.Optional(Type.String({ minLength: 32, description: 'Shared secret for HS256, at least 32 bytes.' })),
   KEY_ENCRYPTION_SECRET: Type.Optional(Type.String({
     minLength: 32,
-    description: 'Encrypts the generated private signing keys at rest (AES-256-GCM), so a copy of the database cannot mint tokens; also keys the refresh-token successors. At least 32 characters; required in production. Unset elsewhere: a random one per database, kept in a file only its owner can read (0600), `<sqlite file>.secret` or `./data/postgres-<hash of the URL without credentials>.secret`, and per process for `sqlite::memory:`. Delete that file only with its database.'
+    description: 'Encrypts the generated private signing keys at rest (AES-256-GCM), so a copy of the database cannot mint tokens; also keys the refresh-token successors. At least 32 characters; required in production. Unset elsewhere: a random one per database, kept in a file only its owner can read (0600), `<sqlite file>.secret` or `~/.auth-service/postgres-<hash of the URL without credentials>.secret`, and per process for `sqlite::memory:`. Delete that file only with its database.'
   })),
   ACCESS_TOKEN_TTL_SECONDS: Seconds(900, 'Access-token lifetime.'),
   REFRESH_TOKEN_TTL_SECONDS: Seconds(7 * 86400, 'Refresh-token idle lifetime, renewed at each rotation.'),
@@ -47,6 +48,7 @@ export const ConfigSchema = Type.Object({
   JWKS_MAX_AGE_SECONDS: Seconds(300, 'Cache-Control max-age of /.well-known/jwks.json.'),
   KEY_RELOAD_SECONDS: Seconds(60, 'How often each instance re-reads the signing keys from the database (to pick up a rotation).'),
   REDIS_URL: Type.Optional(Type.String({ pattern: '^rediss?://.+', description: 'redis:// or rediss:// URL. Set it when running several replicas: they then share the revocation list, role changes and rate-limit counters.' })),
+  REDIS_TIMEOUT_MS: Type.Integer({ minimum: 10, maximum: 10_000, default: 100, description: 'The longest a request waits on one Redis command. Past it, or while Redis is away, rate limits and the login throttle count in this instance\'s memory instead (per replica until Redis is back).' }),
   REDIS_KEY_PREFIX: Type.String({ default: 'auth:', maxLength: 64, description: 'Prefix of every Redis key and channel this service uses.' }),
   METRICS_TOKEN: Type.Optional(Type.String({ minLength: 16, description: 'GET /metrics needs `Authorization: Bearer <METRICS_TOKEN>`. Required in production (the service refuses to start without it rather than publish its metrics); unset elsewhere, /metrics is open.' })),
   ARGON2_MEMORY_KIB: Type.Integer({ minimum: 19456, maximum: 4_194_304, default: 19456, description: 'argon2id memory cost in KiB (OWASP minimum 19456).' }),
@@ -92,7 +94,7 @@ interface Described { default?: unknown, description?: string }
 const entries = () => Object.entries(ConfigSchema.properties as Record<string, Described>)
 const shown = (value: unknown) => (value === undefined ? '' : String(value))
 
-/** The configuration reference in README.md, made from the schema (a test keeps the two equal). */
+/** The configuration reference in docs/configuration.md, made from the schema (a test keeps the two equal). */
 export function configTable (): string {
   const rows = entries().map(([name, s]) => `| \`${name}\` | ${s.default === undefined ? '(unset)' : `\`${shown(s.default)}\``} | ${s.description ?? ''} |`)
   return ['| variable | default | meaning |', '|---|---|---|', ...rows].join('\n')

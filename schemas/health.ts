@@ -3,7 +3,9 @@ import { Type } from 'typebox'
 const Status = Type.Union([Type.Literal('ok'), Type.Literal('unavailable')])
 
 export const HealthSchema = Type.Object({
-  status: Status,
+  status: Type.Union([Type.Literal('ok'), Type.Literal('degraded'), Type.Literal('unavailable')], {
+    description: '`ok`; `degraded` (ready, but Redis is away: limits count per instance); `unavailable` (not ready: the database is away).'
+  }),
   service: Type.String(),
   version: Type.String(),
   database: Type.Optional(Status),

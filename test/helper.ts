@@ -6,7 +6,7 @@ import { tmpdir } from 'node:os'
 import { setTimeout as sleep } from 'node:timers/promises'
 import { join } from 'node:path'
 import Fastify, { type FastifyInstance, type LightMyRequestResponse } from 'fastify'
-import type { Test } from 'tap'
+import tap, { type Test } from 'tap'
 import app, { serverOptions } from '../app.js'
 import { loadConfig } from '../plugins/config.js'
 
@@ -210,6 +210,16 @@ export async function metricValue (fastify: FastifyInstance, name: string, label
   return (await scrape(fastify))
     .filter((s) => s.name === name && Object.entries(labels).every(([k, v]) => s.labels[k] === v))
     .reduce((sum, s) => sum + s.value, 0)
+}
+
+/**
+ * Runs `tests` unless `missing` says why they cannot run here: then CI, which
+ * must run them, fails, and elsewhere they are skipped with the reason.
+ */
+export function unless (missing: string | null, tests: () => void) {
+  if (!missing) return tests()
+  if (process.env.CI === 'true') tap.fail(`CI must run these tests: ${missing}`)
+  else tap.test(missing, { skip: missing }, (t) => { t.fail(missing) })
 }
 
 /** Whether redis-server is installed, for tests that run a Redis of their own. */

@@ -9,7 +9,8 @@ const METRICS_TOKEN = 'a-metrics-token-for-the-tests-0123'
 const OUR_METRICS = [
   'auth_http_request_duration_seconds', 'auth_signups_total', 'auth_logins_total', 'auth_refreshes_total',
   'auth_refresh_token_reuse_total', 'auth_sessions_revoked_total', 'auth_mails_total', 'auth_rate_limited_total',
-  'auth_password_hash_duration_seconds', 'auth_active_sessions'
+  'auth_password_hash_duration_seconds', 'auth_active_sessions', 'auth_database_unavailable_total', 'auth_redis_up',
+  'auth_redis_fallbacks_total'
 ]
 
 const post = (app: FastifyInstance, url: string, payload: Record<string, unknown>) => app.inject({ method: 'POST', url, payload })
