@@ -8,6 +8,7 @@ import type { User } from '../schemas/common.js'
 import { addressOf, normalizeEmail, normalizeUsername } from './addresses.js'
 import { Errors } from './errors.js'
 import { throttleKey } from './login-throttle.js'
+import type { AuditEvent } from './audit.js'
 import type { ClientInfo, IssuedTokens } from './sessions.js'
 
 declare module 'fastify' {
@@ -78,10 +79,19 @@ function createAccounts (fastify: FastifyInstance) {
     if (!await loginThrottle.guard(throttleKey(user, ''), () => passwords.verify(user.password_hash, password))) throw new Errors.InvalidCredentials()
   }
 
-  /** Deletes a user. Revokes first: the revocation list outlives the session rows the delete removes. */
-  async function remove (userId: string, reason: string): Promise<boolean> {
-    await sessions.endAll(userId, reason)
-    return deleteUser(db, userId)
+  /**
+   * Deletes a user, with its audit event, in one change. Revokes first: the
+   * revocation list outlives the session rows the delete removes.
+   */
+  async function remove (userId: string, reason: string, event: AuditEvent): Promise<boolean> {
+    const { ended, deleted } = await db.transaction().execute(async (trx) => {
+      const ended = await sessions.endWithin(trx, userId, reason)
+      const deleted = await deleteUser(trx, userId)
+      if (deleted) await audit.record(event, trx)
+      return { ended, deleted }
+    })
+    await sessions.announce(ended)
+    return deleted
   }
 
   /**
@@ -94,17 +104,15 @@ function createAccounts (fastify: FastifyInstance) {
     if (await findUserByEmail(db, email)) return 'exists'
     passwords.enforce(password, { email })
     const now = fastify.now().toISOString()
-    let user: Account
     try {
-      user = await unique(passwords.hash(password).then((passwordHash) => insertUser(db, {
+      await unique(passwords.hash(password).then((passwordHash) => insertUser(db, {
         id: randomUUID(), email, username: null, password_hash: passwordHash, email_verified: 1, disabled: 0, created_at: now, updated_at: now
-      }, ['user', 'admin'])))
+      }, ['user', 'admin'], (trx, user) => audit.record({ type: 'signup', userId: user.id, detail: { by: 'bootstrap', roles: ['user', 'admin'] } }, trx))))
     } catch (err) {
       // Replicas starting together: another one created it first.
       if (err instanceof Errors.EmailTaken) return 'exists'
       throw err
     }
-    await audit.record({ type: 'signup', userId: user.id, detail: { by: 'bootstrap', roles: ['user', 'admin'] } })
     return 'created'
   }
 
@@ -144,7 +152,7 @@ function createAccounts (fastify: FastifyInstance) {
       try {
         user = await unique(passwords.hash(input.password).then((passwordHash) => insertUser(db, {
           id: randomUUID(), email, username, password_hash: passwordHash, email_verified: 0, disabled: 0, created_at: now, updated_at: now
-        }, ['user'])))
+        }, ['user'], (trx, user) => audit.record({ type: 'signup', userId: user.id, client }, trx))))
       } catch (err) {
         if (!(err instanceof Errors.EmailTaken) || !config.REQUIRE_EMAIL_VERIFICATION) throw err
         // Both taken, the username since the check above: answer for the username, as then.
@@ -152,7 +160,6 @@ function createAccounts (fastify: FastifyInstance) {
         emails.signupAttempted(email)
         return null
       }
-      await audit.record({ type: 'signup', userId: user.id, client })
       emails.welcome(user)
       return config.REQUIRE_EMAIL_VERIFICATION ? null : signedIn(user, client)
     },
@@ -197,9 +204,14 @@ function createAccounts (fastify: FastifyInstance) {
       await reauthenticate(user, currentPassword)
       if (currentPassword.normalize('NFKC') === newPassword.normalize('NFKC')) throw new Errors.SamePassword()
       passwords.enforce(newPassword, user)
-      await updateUser(db, user.id, { password_hash: await passwords.hash(newPassword), updated_at: fastify.now().toISOString() })
-      await sessions.endAll(user.id, 'password_changed', sessionId)
-      await audit.record({ type: 'password_changed', userId: user.id, sessionId, client })
+      const passwordHash = await passwords.hash(newPassword)
+      // One change: a password changed while the other sessions live on would leave a thief signed in.
+      await sessions.announce(await db.transaction().execute(async (trx) => {
+        await updateUser(trx, user.id, { password_hash: passwordHash, updated_at: fastify.now().toISOString() })
+        const ended = await sessions.endWithin(trx, user.id, 'password_changed', { except: sessionId })
+        await audit.record({ type: 'password_changed', userId: user.id, sessionId, client }, trx)
+        return ended
+      }))
     },
 
     async updateProfile (userId: string, changes: { username: string | null }): Promise<User> {
@@ -214,8 +226,7 @@ function createAccounts (fastify: FastifyInstance) {
     async deleteAccount (userId: string, password: string, client: ClientInfo): Promise<void> {
       const user = await current(userId)
       await reauthenticate(user, password)
-      await remove(user.id, 'account_deleted')
-      await audit.record({ type: 'user_deleted', userId: user.id, client, detail: { by: 'self' } })
+      await remove(user.id, 'account_deleted', { type: 'user_deleted', userId: user.id, client, detail: { by: 'self' } })
     },
 
     remove,

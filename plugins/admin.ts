@@ -94,6 +94,9 @@ async function privilegeOf (db: Kysely<Database>, actor: Actor, operation: Opera
   return power
 }
 
+/** Disabling an account, or taking a role away, ends its sessions: their tokens carry what was taken. */
+const endsSessions = (disabled: boolean | undefined, removed: string[]) => disabled === true || removed.length > 0
+
 /**
  * The admin operations, and the privilege rules they obey, all here. Routes
  * check only the permission of the operation (config.permission); what the
@@ -170,7 +173,7 @@ function createAdmin (fastify: FastifyInstance) {
     /** Changes roles, disabled and email_verified. Disabling, or taking a role away, ends every session at once. */
     updateUser: (actor: Actor, id: string, patch: { roles?: string[], disabled?: boolean, email_verified?: boolean }) => recorded(actor, async () => {
       const now = fastify.now().toISOString()
-      const { user, added, removed } = await db.transaction().execute(async (trx) => {
+      const { ended } = await db.transaction().execute(async (trx) => {
         // Touched first: the row stays locked, so changes of one account run one at a time, each checking what the last wrote.
         if (!await updateUser(trx, id, { updated_at: now })) throw new Errors.UserNotFound()
         const { user, power } = await target(actor, id, 'update_user', trx)
@@ -192,54 +195,63 @@ function createAdmin (fastify: FastifyInstance) {
           await setUserRoles(trx, id, after)
           // A change of privilege: a reset or change of address asked for before must not outlive it.
           await voidAllOneTimeTokens(trx, id, now)
+          await audit.record({ type: 'role_changed', userId: id, client: actor.client, detail: { by: actor.userId, added, removed } }, trx)
         }
-        return { user, added, removed }
+        if (patch.disabled !== undefined && patch.disabled !== Boolean(user.disabled)) {
+          await audit.record({ type: patch.disabled ? 'user_disabled' : 'user_enabled', userId: id, client: actor.client, detail: { by: actor.userId } }, trx)
+        }
+        // Tokens carry roles: a role taken away, or a disabled account, must not outlive its access tokens.
+        const ended = endsSessions(patch.disabled, removed) && await sessions.endWithin(trx, id, patch.disabled ? 'user_disabled' : 'roles_changed')
+        return { ended }
       })
-      if (added.length + removed.length > 0) await audit.record({ type: 'role_changed', userId: id, client: actor.client, detail: { by: actor.userId, added, removed } })
-      if (patch.disabled !== undefined && patch.disabled !== Boolean(user.disabled)) {
-        await audit.record({ type: patch.disabled ? 'user_disabled' : 'user_enabled', userId: id, client: actor.client, detail: { by: actor.userId } })
+      if (ended) {
+        await sessions.announce(ended)
+        // Once more after the commit: a sign-in racing this change (its session made after the end above, its
+        // account read before the commit) either read the new roles or has its session ended here.
+        await sessions.endAll(id, ended.reason)
       }
-      // After the write, not before: a sign-in racing this change either read the new roles or has its session ended here.
-      // Tokens carry roles: a role taken away, or a disabled account, must not outlive its access tokens.
-      if (patch.disabled === true || removed.length > 0) await sessions.endAll(id, patch.disabled ? 'user_disabled' : 'roles_changed')
       return getUser(id)
     }),
 
     deleteUser: (actor: Actor, id: string) => recorded(actor, async () => {
       if (actor.userId === id) throw new Errors.CannotModifySelf()
       await target(actor, id, 'delete_user')
-      await accounts.remove(id, 'deleted_by_admin')
-      await audit.record({ type: 'user_deleted', userId: id, client: actor.client, detail: { by: actor.userId } })
+      await accounts.remove(id, 'deleted_by_admin', { type: 'user_deleted', userId: id, client: actor.client, detail: { by: actor.userId } })
     }),
 
     endSessions: (actor: Actor, id: string) => recorded(actor, async () => {
       await target(actor, id, 'end_sessions')
-      const ended = await sessions.endAll(id, 'ended_by_admin')
-      await audit.record({ type: 'sessions_ended', userId: id, client: actor.client, detail: { by: actor.userId, reason: 'ended_by_admin', sessions: ended.length } })
+      await sessions.announce(await db.transaction().execute(async (trx) => {
+        const ended = await sessions.endWithin(trx, id, 'ended_by_admin')
+        await audit.record({ type: 'sessions_ended', userId: id, client: actor.client, detail: { by: actor.userId, reason: 'ended_by_admin', sessions: ended.ids.length } }, trx)
+        return ended
+      }))
     }),
 
     createRole: (actor: Actor, role: RoleWithPermissions) => recorded(actor, async () => {
       if (roles.exists(role.name)) throw new Errors.RoleExists()
       requireHeld(await privilegeOf(db, actor, 'create_role', role.name), role.permissions, 'create_role', role.name, 'the role would carry')
-      await roles.create(role)
-      await audit.record({ type: 'role_created', userId: actor.userId, client: actor.client, detail: { role: role.name, permissions: role.permissions } })
+      await roles.create(role, (trx) => audit.record({ type: 'role_created', userId: actor.userId, client: actor.client, detail: { role: role.name, permissions: role.permissions } }, trx))
       return role
     }),
 
     /** Replaces a role's description and permissions; its holders' tokens carry its name, so the change applies at once. */
     updateRole: (actor: Actor, role: RoleWithPermissions) => recorded(actor, async () => {
       await editableRole(actor, 'update_role', role.name, role.permissions)
-      await roles.update(role)
-      await audit.record({ type: 'role_updated', userId: actor.userId, client: actor.client, detail: { role: role.name, permissions: role.permissions } })
+      await roles.update(role, (trx) => audit.record({ type: 'role_updated', userId: actor.userId, client: actor.client, detail: { role: role.name, permissions: role.permissions } }, trx))
       return role
     }),
 
     /** Deletes a role; its holders' sessions end at once, as their tokens carry the role. */
     deleteRole: (actor: Actor, name: string) => recorded(actor, async () => {
       const holders = await editableRole(actor, 'delete_role', name)
-      await roles.remove(name)
-      for (const userId of holders) await sessions.endAll(userId, 'role_deleted')
-      await audit.record({ type: 'role_deleted', userId: actor.userId, client: actor.client, detail: { role: name, holders: holders.length } })
+      const ended = await roles.remove(name, async (trx) => {
+        const ended = []
+        for (const userId of holders) ended.push(await sessions.endWithin(trx, userId, 'role_deleted'))
+        await audit.record({ type: 'role_deleted', userId: actor.userId, client: actor.client, detail: { role: name, holders: holders.length } }, trx)
+        return ended
+      })
+      for (const each of ended) await sessions.announce(each)
     }),
 
     async rotateKeys (actor: Actor) {

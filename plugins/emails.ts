@@ -70,27 +70,31 @@ function createEmails (fastify: FastifyInstance) {
     /** Verifies an address: the account's own (after signup) or a new one it asked for. */
     async verify (token: string, client: ClientInfo) {
       const now = fastify.now().toISOString()
-      const row = await consumeOneTimeToken(db, hashToken(token), ['verify_email', 'change_email'], now)
-      const user = row && await findUserById(db, row.user_id)
-      if (!row || !user || user.disabled) throw new Errors.InvalidToken()
-      if (row.purpose === 'verify_email') {
-        // The token verifies the address it was sent to, and only while the account still has it.
-        if (row.email !== user.email) throw new Errors.InvalidToken()
-        const updated = await updateUser(db, user.id, { email_verified: 1, updated_at: now })
-        await audit.record({ type: 'email_verified', userId: user.id, client })
-        return toPublicUser(updated!, user.roles)
-      }
-      let updated: UserRow | undefined
-      try {
-        updated = await updateUser(db, user.id, { email: row.email, email_verified: 1, updated_at: now })
-      } catch (err) {
-        if (uniqueViolation(err) === 'email') throw new Errors.EmailTaken()
-        throw err
-      }
-      // A reset link mailed to the old address must not outlive the change.
-      await voidOneTimeTokens(db, user.id, 'reset_password', now)
-      mailer.send(user.email, templates.emailChanged(row.email))
-      await audit.record({ type: 'email_changed', userId: user.id, client })
+      // One change: the token spent, the account updated and the event written, or none of them.
+      const { user, updated, changedFrom } = await db.transaction().execute(async (trx) => {
+        const row = await consumeOneTimeToken(trx, hashToken(token), ['verify_email', 'change_email'], now)
+        const user = row && await findUserById(trx, row.user_id)
+        if (!row || !user || user.disabled) throw new Errors.InvalidToken()
+        if (row.purpose === 'verify_email') {
+          // The token verifies the address it was sent to, and only while the account still has it.
+          if (row.email !== user.email) throw new Errors.InvalidToken()
+          const updated = await updateUser(trx, user.id, { email_verified: 1, updated_at: now })
+          await audit.record({ type: 'email_verified', userId: user.id, client }, trx)
+          return { user, updated, changedFrom: null }
+        }
+        let updated: UserRow | undefined
+        try {
+          updated = await updateUser(trx, user.id, { email: row.email, email_verified: 1, updated_at: now })
+        } catch (err) {
+          if (uniqueViolation(err) === 'email') throw new Errors.EmailTaken()
+          throw err
+        }
+        // A reset link mailed to the old address must not outlive the change.
+        await voidOneTimeTokens(trx, user.id, 'reset_password', now)
+        await audit.record({ type: 'email_changed', userId: user.id, client }, trx)
+        return { user, updated, changedFrom: user.email }
+      })
+      if (changedFrom) mailer.send(changedFrom, templates.emailChanged(updated!.email))
       return toPublicUser(updated!, user.roles)
     },
 
@@ -114,13 +118,17 @@ function createEmails (fastify: FastifyInstance) {
       passwords.enforce(newPassword, owner)
       const passwordHash = await passwords.hash(newPassword)
       const now = fastify.now().toISOString()
-      const row = await consumeOneTimeToken(db, hash, ['reset_password'], now)
-      if (!row) throw new Errors.InvalidToken()
-      // Following the link proved the mailbox is theirs: the address is verified too.
-      await updateUser(db, owner.id, { password_hash: passwordHash, email_verified: row.email === owner.email ? 1 : Number(owner.email_verified), updated_at: now })
-      await sessions.endAll(owner.id, 'password_reset')
+      // One change: a password set while the other sessions live on would leave a thief signed in.
+      await sessions.announce(await db.transaction().execute(async (trx) => {
+        const row = await consumeOneTimeToken(trx, hash, ['reset_password'], now)
+        if (!row) throw new Errors.InvalidToken()
+        // Following the link proved the mailbox is theirs: the address is verified too.
+        await updateUser(trx, owner.id, { password_hash: passwordHash, email_verified: row.email === owner.email ? 1 : Number(owner.email_verified), updated_at: now })
+        const ended = await sessions.endWithin(trx, owner.id, 'password_reset')
+        await audit.record({ type: 'password_reset', userId: owner.id, client }, trx)
+        return ended
+      }))
       await loginThrottle.forget(throttleKey(owner, ''))
-      await audit.record({ type: 'password_reset', userId: owner.id, client })
     },
 
     /**

@@ -13,7 +13,7 @@ declare module 'fastify' {
 
 export type Passwords = ReturnType<typeof createPasswords>
 
-/** The 10,000 most common passwords (see README: where the list comes from). */
+/** The 10,000 most common passwords (docs/security.md, Passwords: where the list comes from). */
 const COMMON_PASSWORDS = new Set(
   readFileSync(new URL('./common-passwords.txt', import.meta.url), 'utf8').split('\n').filter(Boolean)
 )

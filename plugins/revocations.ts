@@ -1,6 +1,8 @@
 import type { FastifyInstance } from 'fastify'
 import fp from 'fastify-plugin'
+import type { Kysely } from 'kysely'
 import { insertRevocations, lastSignedAt, listRevocations, pruneRevocations } from '../db/queries/revocations.js'
+import type { Database } from '../db/types.js'
 import { closeRedis, listen } from './redis.js'
 import { CLOCK_SKEW_SECONDS } from './tokens.js'
 
@@ -9,6 +11,9 @@ declare module 'fastify' {
     revocations: Revocations
   }
 }
+
+/** Sessions whose revocation is written, and until when it must hold (ms, see `write`). */
+export interface Revoked { ids: string[], until: number }
 
 export type Revocations = Awaited<ReturnType<typeof createRevocations>>
 
@@ -107,17 +112,28 @@ async function createRevocations (fastify: FastifyInstance) {
       return true
     },
 
-    /** Puts sessions on the list here, in the database and, with Redis, on every replica. */
-    async add (sessionIds: string[]): Promise<void> {
-      if (sessionIds.length === 0) return
+    /**
+     * Writes the revocation of sessions ended in `trx`, the transaction of the
+     * change that ends them; `announce` what it returns once that has committed.
+     */
+    async write (trx: Kysely<Database>, sessionIds: string[]): Promise<Revoked> {
+      if (sessionIds.length === 0) return { ids: [], until: 0 }
       const now = fastify.now()
-      const signedAt = await lastSignedAt(db, sessionIds)
+      const signedAt = await lastSignedAt(trx, sessionIds)
       const until = Math.max(now.getTime() + lifetimeMs + 2 * skewMs, (signedAt?.getTime() ?? 0) + lifetimeMs + skewMs)
-      remember(sessionIds, until)
-      await insertRevocations(db, sessionIds, now.toISOString(), new Date(until).toISOString())
-      // The database has it now: a Redis outage delays other replicas (to their next resync), it does not fail the request.
-      // Not published (Redis away): replicas read it from the database when Redis is back, or at their next resync.
-      await fastify.shared.run('revocation_publish', (redis) => redis.publish(channel, JSON.stringify({ ids: sessionIds, until })), () => 0)
+      await insertRevocations(trx, sessionIds, now.toISOString(), new Date(until).toISOString())
+      return { ids: sessionIds, until }
+    },
+
+    /**
+     * Puts committed revocations on the list here and, with Redis, on every
+     * replica. The database has them: a Redis outage delays the other
+     * replicas (to Redis' return or their next resync), it fails nothing.
+     */
+    async announce ({ ids, until }: Revoked): Promise<void> {
+      if (ids.length === 0) return
+      remember(ids, until)
+      await fastify.shared.run('revocation_publish', (redis) => redis.publish(channel, JSON.stringify({ ids, until })), () => 0)
     },
 
     /** Prunes the list and re-reads the database now, as the timer does every RESYNC_MS. */

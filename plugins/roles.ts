@@ -1,7 +1,7 @@
 import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify'
 import fp from 'fastify-plugin'
 import { Type } from 'typebox'
-import { deleteRole, insertRole, listRoles, seedRoles, updateRole, type RoleWithPermissions } from '../db/queries/roles.js'
+import { deleteRole, insertRole, listRoles, seedRoles, updateRole, type Alongside, type RoleWithPermissions } from '../db/queries/roles.js'
 import { Errors } from './errors.js'
 import { closeRedis, listen } from './redis.js'
 
@@ -84,11 +84,11 @@ async function createRoles (fastify: FastifyInstance) {
     exists: (role: string) => grants.has(role),
     list: () => listRoles(db),
 
-    async create (role: RoleWithPermissions) {
+    async create (role: RoleWithPermissions, alongside?: Alongside) {
       checkPermissions(role.permissions)
       if (grants.has(role.name)) throw new Errors.RoleExists()
       try {
-        await insertRole(db, role, fastify.now().toISOString())
+        await insertRole(db, role, fastify.now().toISOString(), alongside)
       } catch (err) {
         // A replica may have created it since the cache was read.
         if ((await listRoles(db)).some((r) => r.name === role.name)) throw new Errors.RoleExists()
@@ -97,17 +97,20 @@ async function createRoles (fastify: FastifyInstance) {
       await changed()
     },
 
-    async update (role: RoleWithPermissions) {
+    async update (role: RoleWithPermissions, alongside?: Alongside) {
       checkPermissions(role.permissions)
       if (BUILT_IN.has(role.name)) throw new Errors.RoleProtected()
-      if (!await updateRole(db, role)) throw new Errors.RoleNotFound()
+      if (!await updateRole(db, role, alongside)) throw new Errors.RoleNotFound()
       await changed()
     },
 
-    async remove (name: string) {
+    /** Deletes a role, with what `alongside` writes in the same change (its holders' sessions ended, the audit event). */
+    async remove<T> (name: string, alongside: Alongside<T> = async () => undefined as T): Promise<T> {
       if (BUILT_IN.has(name)) throw new Errors.RoleProtected()
-      if (!await deleteRole(db, name)) throw new Errors.RoleNotFound()
+      const done = await deleteRole(db, name, async (trx) => ({ value: await alongside(trx) }))
+      if (!done) throw new Errors.RoleNotFound()
       await changed()
+      return done.value
     },
 
     reload

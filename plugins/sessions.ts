@@ -1,12 +1,14 @@
 import { randomUUID } from 'node:crypto'
 import type { FastifyInstance, FastifyRequest } from 'fastify'
 import fp from 'fastify-plugin'
+import type { Kysely } from 'kysely'
 import { findRefreshToken, insertSession, listLiveSessions, revokeSessions, rotateRefreshToken, touchSession, type RefreshTokenWithSession } from '../db/queries/sessions.js'
 import { voidAllOneTimeTokens } from '../db/queries/one-time-tokens.js'
 import { findUserById, type Account } from '../db/queries/users.js'
-import type { SessionRow } from '../db/types.js'
+import type { Database, SessionRow } from '../db/types.js'
 import { clientIp } from './client-ip.js'
 import { Errors } from './errors.js'
+import type { Revoked } from './revocations.js'
 
 declare module 'fastify' {
   interface FastifyInstance {
@@ -15,6 +17,9 @@ declare module 'fastify' {
 }
 
 export type Sessions = ReturnType<typeof createSessions>
+
+/** Sessions ended within a change, to announce once it has committed. */
+export type Ended = Revoked & { reason: string }
 
 /** Where a request came from, kept on its session and in audit events. */
 export interface ClientInfo {
@@ -54,22 +59,34 @@ function createSessions (fastify: FastifyInstance) {
   }
 
   /**
-   * Ends sessions in the database and puts them on the revocation list, so
-   * their access tokens stop at once. Given the client (a request asked for
-   * it), the trail records a `logout` or `sessions_ended` event.
+   * Ends sessions as part of the change that ends them, in its transaction
+   * `trx`: the rows, their revocation (so their access tokens stop), and,
+   * given the client (a request asked for it), a `logout` or
+   * `sessions_ended` event. `announce` the result once `trx` has committed.
    */
-  async function revoke (userId: string, reason: string, opts: { only?: string, except?: string } = {}, client?: ClientInfo): Promise<string[]> {
+  async function endWithin (trx: Kysely<Database>, userId: string, reason: string, opts: { only?: string, except?: string } = {}, client?: ClientInfo): Promise<Ended> {
     const now = fastify.now().toISOString()
     // Every session at once means the credentials changed or are in doubt: a change of address or a
     // reset asked for before must not outlive that (someone who knew the old password may have asked).
-    if (opts.only === undefined) await voidAllOneTimeTokens(db, userId, now)
-    const ids = await revokeSessions(db, userId, now, reason, opts)
-    await revocations.add(ids)
-    metrics.revocations.inc({ reason }, ids.length)
+    if (opts.only === undefined) await voidAllOneTimeTokens(trx, userId, now)
+    const ids = await revokeSessions(trx, userId, now, reason, opts)
     if (client && ids.length > 0) {
-      await audit.record({ type: reason === 'logout' ? 'logout' : 'sessions_ended', userId, sessionId: opts.only ?? null, client, detail: { reason, sessions: ids.length } })
+      await audit.record({ type: reason === 'logout' ? 'logout' : 'sessions_ended', userId, sessionId: opts.only ?? null, client, detail: { reason, sessions: ids.length } }, trx)
     }
-    return ids
+    return { reason, ...await revocations.write(trx, ids) }
+  }
+
+  /** Once the change that ended them has committed: the sessions' tokens stop here and on every replica. */
+  async function announce (ended: Ended): Promise<void> {
+    await revocations.announce(ended)
+    metrics.revocations.inc({ reason: ended.reason }, ended.ids.length)
+  }
+
+  /** Ends sessions in a change of their own (see endWithin); returns their ids. */
+  async function revoke (userId: string, reason: string, opts: { only?: string, except?: string } = {}, client?: ClientInfo): Promise<string[]> {
+    const ended = await db.transaction().execute((trx) => endWithin(trx, userId, reason, opts, client))
+    await announce(ended)
+    return ended.ids
   }
 
   /**
@@ -84,8 +101,11 @@ function createSessions (fastify: FastifyInstance) {
     const grace = config.REFRESH_REUSE_GRACE_SECONDS * 1000
     if (grace === 0 || now.getTime() - rotatedAt.getTime() > grace) {
       metrics.refreshReuse.inc()
-      const ended = await revoke(row.user_id, 'refresh_token_reused', { only: row.session_id })
-      await audit.record({ type: 'refresh_token_reused', userId: row.user_id, sessionId: row.session_id, client, detail: { rotated_at: rotatedAt.toISOString(), session_ended: ended.length > 0 } })
+      await announce(await db.transaction().execute(async (trx) => {
+        const ended = await endWithin(trx, row.user_id, 'refresh_token_reused', { only: row.session_id })
+        await audit.record({ type: 'refresh_token_reused', userId: row.user_id, sessionId: row.session_id, client, detail: { rotated_at: rotatedAt.toISOString(), session_ended: ended.ids.length > 0 } }, trx)
+        return ended
+      }))
       throw new Errors.RefreshTokenReused()
     }
     let token = presented
@@ -105,6 +125,8 @@ function createSessions (fastify: FastifyInstance) {
 
   return {
     revoke,
+    endWithin,
+    announce,
 
     /**
      * Signs a user in: a new session, its first refresh token and an access

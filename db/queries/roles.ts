@@ -41,17 +41,21 @@ export async function listRoles (db: Db): Promise<RoleWithPermissions[]> {
   return roles.map((r) => ({ ...r, permissions: links.filter((l) => l.role === r.name).map((l) => l.permission) }))
 }
 
-export async function insertRole (db: Db, role: RoleWithPermissions, now: string): Promise<void> {
+/** What a change writes besides its own rows (its audit event), in its transaction. */
+export type Alongside<T = void> = (trx: Db) => Promise<T>
+
+export async function insertRole (db: Db, role: RoleWithPermissions, now: string, alongside: Alongside = async () => {}): Promise<void> {
   await db.transaction().execute(async (trx) => {
     await trx.insertInto('roles').values({ name: role.name, description: role.description, created_at: now }).execute()
     if (role.permissions.length > 0) {
       await trx.insertInto('role_permissions').values(role.permissions.map((permission) => ({ role: role.name, permission }))).execute()
     }
+    await alongside(trx)
   })
 }
 
 /** Replaces a role's description and permissions; false when there is no such role. */
-export function updateRole (db: Db, role: RoleWithPermissions): Promise<boolean> {
+export function updateRole (db: Db, role: RoleWithPermissions, alongside: Alongside = async () => {}): Promise<boolean> {
   return db.transaction().execute(async (trx) => {
     const result = await trx.updateTable('roles').set({ description: role.description }).where('name', '=', role.name).executeTakeFirst()
     if (result.numUpdatedRows !== 1n) return false
@@ -59,13 +63,17 @@ export function updateRole (db: Db, role: RoleWithPermissions): Promise<boolean>
     if (role.permissions.length > 0) {
       await trx.insertInto('role_permissions').values(role.permissions.map((permission) => ({ role: role.name, permission }))).execute()
     }
+    await alongside(trx)
     return true
   })
 }
 
-export async function deleteRole (db: Db, name: string): Promise<boolean> {
-  const result = await db.deleteFrom('roles').where('name', '=', name).executeTakeFirst()
-  return result.numDeletedRows > 0n
+/** Deletes a role (its holders lose it), with what `alongside` writes; undefined when there is no such role. */
+export function deleteRole<T> (db: Db, name: string, alongside: Alongside<T>): Promise<T | undefined> {
+  return db.transaction().execute(async (trx) => {
+    const result = await trx.deleteFrom('roles').where('name', '=', name).executeTakeFirst()
+    return result.numDeletedRows > 0n ? alongside(trx) : undefined
+  })
 }
 
 /** Replaces the user's roles. Two statements: run it in the caller's transaction. */

@@ -35,12 +35,14 @@ export async function findUserByUsername (db: Db, username: string): Promise<Acc
   return toAccount((await accountByUsername(db, username.toLowerCase()))[0])
 }
 
-/** Creates a user with their roles, together or not at all. */
-export function insertUser (db: Db, user: NewUser, roles: string[]): Promise<Account> {
+/** Creates a user with their roles, and what `alongside` writes of it (its audit event), together or not at all. */
+export function insertUser (db: Db, user: NewUser, roles: string[], alongside: (trx: Db, account: Account) => Promise<void> = async () => {}): Promise<Account> {
   return db.transaction().execute(async (trx) => {
     const row = await trx.insertInto('users').values(user).returningAll().executeTakeFirstOrThrow()
     if (roles.length > 0) await trx.insertInto('user_roles').values(roles.map((role) => ({ user_id: row.id, role }))).execute()
-    return { ...row, roles: [...roles].sort() }
+    const account = { ...row, roles: [...roles].sort() }
+    await alongside(trx, account)
+    return account
   })
 }
 

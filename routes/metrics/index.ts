@@ -11,7 +11,7 @@ const metrics: FastifyPluginAsyncTypebox = async (fastify) => {
       operationId: 'metrics',
       tags: ['operations'],
       summary: 'Prometheus metrics (text exposition format)',
-      description: 'Needs `Authorization: Bearer <METRICS_TOKEN>`; production requires METRICS_TOKEN (in development, unset, it is open). README lists every metric.',
+      description: 'Needs `Authorization: Bearer <METRICS_TOKEN>`; production requires METRICS_TOKEN (in development, unset, it is open). docs/operations.md lists every metric.',
       security: [{}, { metricsToken: [] }],
       response: {
         200: { description: 'The metrics', content: { 'text/plain': { schema: Type.String() } } },

@@ -2,7 +2,7 @@ import pg from 'pg'
 import t, { type Test } from 'tap'
 import { uniqueEmail } from '../helper.js'
 import { postgresUnavailable, spawnService, startPostgres, until, type Postgres } from './backing.js'
-import { bearer, codeOf, get, HALF_PASSWORD_CHANGE, newPassword, post, readPostgres, statusOf, type Answer } from './writes.js'
+import { bearer, codeOf, get, newPassword, post, readPostgres, statusOf, type Answer } from './writes.js'
 
 /**
  * A write of several statements, killed between two of them (issue 14). A
@@ -45,16 +45,6 @@ async function killBetween<T> (t: Test, cluster: Postgres, table: string, statem
   return { prepared, second: await spawnService(t, env) }
 }
 
-/**
- * Known half-writes: the assertions they break are marked todo (reported, not
- * failing the suite) until the service writes each change in one
- * transaction (STYLE.md: "A change that writes more than once takes a
- * transaction … the audit event of a change is in the same transaction as
- * the change"). When tap reports them as passing todos, remove the marks: the tests then guard the fix.
- */
-const PASSWORD_CHANGE_TODO = HALF_PASSWORD_CHANGE
-const SIGNUP_TODO = 'accounts.signup inserts the user (a transaction) and then its signup event on its own: killed between them, the account has no signup event'
-
 const login = (base: string, email: string, password: string) => post(base, '/api/v1/auth/login', { email, password })
 
 if (postgresUnavailable && process.env.CI === 'true') t.fail(`CI must run the fault tests on PostgreSQL: ${postgresUnavailable}`)
@@ -82,8 +72,8 @@ t.test('postgres', { skip: postgresUnavailable ?? false }, async (t) => {
       const otherAccess = await get(second.base, '/api/v1/auth/verify', bearer(a.other.access_token))
       const otherRefresh = await post(second.base, '/api/v1/auth/refresh', { refresh_token: a.other.refresh_token })
       if (newSignsIn) {
-        t.equal(codeOf(otherAccess), 'SESSION_REVOKED', 'the change applied, so the other session\'s access token is refused', { todo: PASSWORD_CHANGE_TODO })
-        t.equal(statusOf(otherRefresh), 401, 'and its refresh token', { todo: PASSWORD_CHANGE_TODO })
+        t.equal(codeOf(otherAccess), 'SESSION_REVOKED', 'the change applied, so the other session\'s access token is refused')
+        t.equal(statusOf(otherRefresh), 401, 'and its refresh token')
       } else {
         t.equal(statusOf(otherAccess), 200, 'the change did not apply, so the other session\'s access token works')
         t.equal(statusOf(otherRefresh), 200, 'and its refresh token')
@@ -101,7 +91,7 @@ t.test('postgres', { skip: postgresUnavailable ?? false }, async (t) => {
     if (user) {
       t.same(rows.roles.filter((r) => r.user_id === user.id).map((r) => r.role), ['user'], 'the account exists with its role')
       t.equal(statusOf(await login(second.base, email, password)), 200, 'it signs in')
-      t.ok(rows.events.some((e) => e.type === 'signup' && e.user_id === user.id), 'and has its signup event (the audit event of a change is in its transaction)', { todo: SIGNUP_TODO })
+      t.ok(rows.events.some((e) => e.type === 'signup' && e.user_id === user.id), 'and has its signup event (the audit event of a change is in its transaction)')
     } else {
       t.pass('the account is absent')
     }

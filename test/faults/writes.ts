@@ -49,14 +49,6 @@ export const refreshTokenHash = (token: string) => createHash('sha256').update(t
 /** The session id (`sid`) of an access token, read without verifying it. */
 export const sessionOf = (accessToken: string) => JSON.parse(Buffer.from(accessToken.split('.')[1], 'base64url').toString('utf8')).sid as string
 
-/**
- * A known half-write (see half-writes.test.ts): a password change writes the
- * password, then ends the other sessions, then puts them on the revocation
- * list, each on its own; killed in between, the change is half done. Checks
- * that only this can break carry it as their todo until the service is fixed.
- */
-export const HALF_PASSWORD_CHANGE = 'accounts.changePassword writes users, then sessions (sessions.revoke), then revoked_sessions (revocations.add) in separate statements: killed between them, the new password is in force while the other sessions live on'
-
 export const newPassword = () => `${GOOD_PASSWORD} ${randomBytes(4).toString('hex')}`
 
 export interface Account {

@@ -7,7 +7,7 @@ const HOUR = 3600
 const ISSUER = 'http://localhost:8000'
 const AUDIENCE = 'auth-service'
 
-// What README promises: another service verifies our access tokens with `jose` and our JWKS alone.
+// What docs/tokens.md promises: another service verifies our access tokens with `jose` and our JWKS alone.
 for (const algorithm of ['RS256', 'ES256', 'EdDSA']) {
   t.test(`${algorithm}: jose verifies our tokens against the JWKS, before and after a key rotation`, async (t) => {
     // The first key was made an hour ago, so the rotation below follows the normal schedule.

@@ -1,0 +1,154 @@
+import { randomUUID } from 'node:crypto'
+import type { FastifyInstance, InjectOptions } from 'fastify'
+import { sql } from 'kysely'
+import pg from 'pg'
+import t, { type Test } from 'tap'
+import { bearer, build, expectProblem, GOOD_PASSWORD, json, login, signup, tempSqliteUrl, uniqueEmail } from '../helper.js'
+import { startMailbox, tokenIn } from '../mailbox.js'
+
+/**
+ * A change that writes more than once is one transaction: when its last
+ * write (the audit event) fails, everything it wrote before is rolled back,
+ * on SQLite and PostgreSQL. A trigger makes the database refuse audit events
+ * while a change runs; the change answers 500, and the test checks that
+ * nothing of it is left.
+ */
+
+const box = await startMailbox(t)
+const KEY_SECRET = 'transaction-tests-key-encryption-secret-0123'
+
+/** A database of the test's own: a SQLite file, or a fresh PostgreSQL schema (dropped at the end). */
+async function databases (t: Test) {
+  const list = [{ name: 'sqlite', url: tempSqliteUrl(t) }]
+  const base = process.env.TEST_DATABASE_URL
+  if (base) {
+    const schema = `tx_${process.pid}_${randomUUID().slice(0, 8)}`
+    const admin = new pg.Client({ connectionString: base })
+    await admin.connect()
+    await admin.query(`create schema "${schema}"`)
+    t.teardown(async () => { await admin.query(`drop schema "${schema}" cascade`); await admin.end() })
+    list.push({ name: 'postgres', url: `${base}${base.includes('?') ? '&' : '?'}options=-c%20search_path%3D${schema}` })
+  }
+  return list
+}
+
+/** Runs `change` while the database refuses every audit event. */
+async function withAuditRefused<T> (app: FastifyInstance, postgres: boolean, change: () => Promise<T>): Promise<T> {
+  if (postgres) {
+    await sql`create or replace function refuse_audit() returns trigger language plpgsql as $$ begin raise exception 'audit refused by the test'; end $$`.execute(app.db)
+    await sql`create trigger refuse_audit before insert on auth_events for each row execute function refuse_audit()`.execute(app.db)
+  } else {
+    await sql`create trigger refuse_audit before insert on auth_events begin select raise(abort, 'audit refused by the test'); end`.execute(app.db)
+  }
+  try {
+    return await change()
+  } finally {
+    await sql`drop trigger refuse_audit${sql.raw(postgres ? ' on auth_events' : '')}`.execute(app.db)
+  }
+}
+
+for (const db of await databases(t)) {
+  t.test(db.name, async (t) => {
+    const adminEmail = uniqueEmail('tx-admin')
+    const app = await build(t, { env: { DATABASE_URL: db.url, KEY_ENCRYPTION_SECRET: KEY_SECRET, SMTP_URL: box.url, ADMIN_EMAIL: adminEmail, ADMIN_PASSWORD: GOOD_PASSWORD } })
+    const postgres = db.name === 'postgres'
+    const admin = bearer((await login(app, adminEmail)).access_token)
+    const refused = (request: InjectOptions) => withAuditRefused(app, postgres, () => app.inject(request))
+
+    /** A user with two sessions: `first` makes the requests, `other` is the one a change may end. */
+    async function user () {
+      const email = uniqueEmail('tx')
+      const first = await signup(app, { email })
+      const other = await login(app, email)
+      await app.background.idle()
+      await box.next(email)
+      return { email, id: first.user.id as string, first, other }
+    }
+    const alive = async (session: Record<string, any>) => (await app.inject({ method: 'POST', url: '/api/v1/auth/refresh', payload: { refresh_token: session.refresh_token } })).statusCode === 200
+    const signsIn = async (email: string, password: string) => (await app.inject({ method: 'POST', url: '/api/v1/auth/login', payload: { email, password } })).statusCode === 200
+    const events = async (userId: string, type: string) => (await app.db.selectFrom('auth_events').select('id').where('user_id', '=', userId).where('type', '=', type).execute()).length
+
+    t.test('signup: no account without its event', async (t) => {
+      const email = uniqueEmail('tx-signup')
+      expectProblem(t, await refused({ method: 'POST', url: '/api/v1/auth/signup', payload: { email, password: GOOD_PASSWORD } }), 500, 'INTERNAL_ERROR')
+      t.equal((await app.db.selectFrom('users').select('id').where('email', '=', email).execute()).length, 0, 'no account')
+      t.equal((await app.inject({ method: 'POST', url: '/api/v1/auth/signup', payload: { email, password: GOOD_PASSWORD } })).statusCode, 201, 'the address is free')
+    })
+
+    t.test('password change: the password, the other sessions and the event together', async (t) => {
+      const u = await user()
+      const res = await refused({ method: 'POST', url: '/api/v1/auth/password/change', headers: bearer(u.first.access_token), payload: { current_password: GOOD_PASSWORD, new_password: 'a brand new passphrase' } })
+      expectProblem(t, res, 500, 'INTERNAL_ERROR')
+      t.ok(await signsIn(u.email, GOOD_PASSWORD), 'the old password still signs in')
+      t.ok(await alive(u.other), 'the other session lives')
+      t.equal(await events(u.id, 'password_changed'), 0)
+    })
+
+    t.test('password reset: the token, the password, the sessions and the event together', async (t) => {
+      const u = await user()
+      await app.inject({ method: 'POST', url: '/api/v1/auth/password/forgot', payload: { email: u.email } })
+      await app.background.idle()
+      const token = tokenIn(await box.next(u.email))
+      const reset = { method: 'POST' as const, url: '/api/v1/auth/password/reset', payload: { token, new_password: 'a brand new passphrase' } }
+      expectProblem(t, await refused(reset), 500, 'INTERNAL_ERROR')
+      t.ok(await signsIn(u.email, GOOD_PASSWORD), 'the old password still signs in')
+      t.ok(await alive(u.other), 'the other session lives')
+      t.equal((await app.inject(reset)).statusCode, 204, 'the token was not spent: it works now')
+    })
+
+    t.test('account deletion: the account, its sessions and the event together', async (t) => {
+      const u = await user()
+      expectProblem(t, await refused({ method: 'DELETE', url: '/api/v1/users/me', headers: bearer(u.first.access_token), payload: { password: GOOD_PASSWORD } }), 500, 'INTERNAL_ERROR')
+      t.ok(await signsIn(u.email, GOOD_PASSWORD), 'the account is there')
+      t.ok(await alive(u.other), 'its sessions live')
+    })
+
+    t.test('change of address: the token, the address and the event together', async (t) => {
+      const u = await user()
+      const newEmail = uniqueEmail('tx-new')
+      t.equal((await app.inject({ method: 'POST', url: '/api/v1/users/me/email', headers: bearer(u.first.access_token), payload: { new_email: newEmail, password: GOOD_PASSWORD } })).statusCode, 202)
+      await app.background.idle()
+      const verify = { method: 'POST' as const, url: '/api/v1/auth/email/verify', payload: { token: tokenIn(await box.next(newEmail)) } }
+      expectProblem(t, await refused(verify), 500, 'INTERNAL_ERROR')
+      t.ok(await signsIn(u.email, GOOD_PASSWORD), 'the old address still signs in')
+      t.equal((await app.inject(verify)).statusCode, 200, 'the token was not spent: it works now')
+    })
+
+    t.test('signing out everywhere and a detected theft: the sessions and the event together', async (t) => {
+      const u = await user()
+      expectProblem(t, await refused({ method: 'DELETE', url: '/api/v1/users/me/sessions', headers: bearer(u.first.access_token) }), 500, 'INTERNAL_ERROR')
+      t.ok(await alive(u.other), 'the other session lives')
+    })
+
+    t.test('admin: a role change, its voided tokens, its ended sessions and its events together', async (t) => {
+      const u = await user()
+      t.equal((await app.inject({ method: 'PATCH', url: `/api/v1/admin/users/${u.id}`, headers: admin, payload: { roles: ['user', 'admin'] } })).statusCode, 200)
+      await app.inject({ method: 'POST', url: '/api/v1/auth/password/forgot', payload: { email: u.email } })
+      await app.background.idle()
+      const token = tokenIn(await box.next(u.email))
+      const session = await login(app, u.email)
+      expectProblem(t, await refused({ method: 'PATCH', url: `/api/v1/admin/users/${u.id}`, headers: admin, payload: { roles: ['user'], disabled: true } }), 500, 'INTERNAL_ERROR')
+      const now = json(await app.inject({ url: `/api/v1/admin/users/${u.id}`, headers: admin }))
+      t.same([now.roles, now.disabled], [['admin', 'user'], false], 'roles and flag unchanged')
+      t.ok(await alive(session), 'the session lives')
+      t.equal((await app.inject({ method: 'POST', url: '/api/v1/auth/password/reset', payload: { token, new_password: 'a brand new passphrase' } })).statusCode, 204, 'the pending reset was not voided')
+    })
+
+    t.test('admin: ending a user\'s sessions, and a role\'s creation, change and deletion, with their events', async (t) => {
+      const u = await user()
+      expectProblem(t, await refused({ method: 'DELETE', url: `/api/v1/admin/users/${u.id}/sessions`, headers: admin }), 500, 'INTERNAL_ERROR')
+      t.ok(await alive(u.other), 'the sessions live')
+      const name = `tx-${randomUUID().slice(0, 8)}`
+      expectProblem(t, await refused({ method: 'POST', url: '/api/v1/admin/roles', headers: admin, payload: { name, permissions: ['audit:read'] } }), 500, 'INTERNAL_ERROR')
+      t.notOk(json(await app.inject({ url: '/api/v1/admin/roles', headers: admin })).some((r: { name: string }) => r.name === name), 'no role')
+      t.equal((await app.inject({ method: 'POST', url: '/api/v1/admin/roles', headers: admin, payload: { name, permissions: ['audit:read'] } })).statusCode, 201)
+      t.equal((await app.inject({ method: 'PATCH', url: `/api/v1/admin/users/${u.id}`, headers: admin, payload: { roles: ['user', name] } })).statusCode, 200)
+      const holder = await login(app, u.email)
+      expectProblem(t, await refused({ method: 'PUT', url: `/api/v1/admin/roles/${name}`, headers: admin, payload: { permissions: ['users:read'] } }), 500, 'INTERNAL_ERROR')
+      expectProblem(t, await refused({ method: 'DELETE', url: `/api/v1/admin/roles/${name}`, headers: admin }), 500, 'INTERNAL_ERROR')
+      const role = json(await app.inject({ url: '/api/v1/admin/roles', headers: admin })).find((r: { name: string }) => r.name === name)
+      t.same(role?.permissions, ['audit:read'], 'the role is there, unchanged')
+      t.ok(await alive(holder), 'its holder\'s session lives')
+    })
+  })
+}
