@@ -1,9 +1,8 @@
 # syntax=docker/dockerfile:1
 # The auth-service image: `docker build -t auth-service .`, or `docker compose up` with compose.yaml.
-# .ci/dockerfile-check runs these instructions without a Docker engine, in order, on the CI machine;
-# it knows FROM, ARG, ENV, WORKDIR, COPY (--from, --chown, --chmod), RUN, USER, VOLUME, EXPOSE,
-# HEALTHCHECK, CMD, ENTRYPOINT, SHELL, STOPSIGNAL and LABEL. No secret belongs here: every secret
-# (KEY_ENCRYPTION_SECRET, METRICS_TOKEN, database passwords) comes from the environment at run time.
+# CI builds and runs it with podman (.ci/dockerfile-check): healthy, uid 1000, PID 1, /data, a clean
+# stop. No secret belongs here: every secret (KEY_ENCRYPTION_SECRET, METRICS_TOKEN, database
+# passwords) comes from the environment at run time.
 
 # Build stage: the tools node-gyp needs to compile better-sqlite3 where no prebuilt binary fits,
 # every dependency, the TypeScript build, then the dev dependencies pruned away.

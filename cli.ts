@@ -1,4 +1,5 @@
 import { parseArgs } from 'node:util'
+import password from '@inquirer/password'
 import Fastify, { type FastifyInstance } from 'fastify'
 import type { Kysely } from 'kysely'
 import app, { serverOptions } from './app.js'
@@ -7,7 +8,7 @@ import type { Database } from './db/types.js'
 import { findUserByEmail } from './db/queries/users.js'
 import { normalizeEmail } from './plugins/addresses.js'
 import { ConfigError, loadConfig } from './plugins/config.js'
-import { rotateKeys } from './plugins/tokens.js'
+import { rotateKeys } from './services/keys.js'
 import { configTable, envExample, type Config } from './schemas/config.js'
 
 const HELP = `auth-service command line
@@ -105,30 +106,32 @@ const commands: Record<string, () => Promise<void>> = {
 
 class UsageError extends Error {}
 
-/** Reads a password: hidden, from the terminal; or the first line of standard input when it is not one. */
+/**
+ * Reads a password: hidden, from the terminal (@inquirer/password, on Node's
+ * readline: arrow keys and the like edit the line instead of landing in it;
+ * Ctrl-C or Ctrl-D cancels); or the first line of standard input when it is
+ * not a terminal.
+ */
 async function askPassword (prompt: string): Promise<string> {
-  const { stdin, stdout } = process
+  const { stdin } = process
   if (!stdin.isTTY) {
     let input = ''
     for await (const chunk of stdin) input += chunk
     return input.split(/\r?\n/)[0]
   }
-  stdout.write(prompt)
-  stdin.setRawMode(true)
-  stdin.setEncoding('utf8')
-  return new Promise((resolve, reject) => {
-    let typed = ''
-    const onData = (keys: string) => {
-      for (const key of keys) {
-        if (key === '\u0003') { finish(); reject(new UsageError('cancelled')); return }
-        if (key === '\r' || key === '\n') { finish(); resolve(typed); return }
-        typed = key === '\u007f' ? typed.slice(0, -1) : typed + key
-      }
-    }
-    const finish = () => { stdin.off('data', onData); stdin.setRawMode(false); stdin.pause(); stdout.write('\n') }
-    stdin.on('data', onData)
-    stdin.resume()
-  })
+  // readline ends the prompt on Ctrl-D only when the line is empty (else it deletes forward): cancel on any.
+  const ctrlD = new AbortController()
+  const onKey = (_: string, key?: { ctrl?: boolean, name?: string }) => { if (key?.ctrl && key.name === 'd') ctrlD.abort() }
+  stdin.on('keypress', onKey)
+  try {
+    return await password({ message: prompt.trimEnd(), toggleMask: false }, { signal: ctrlD.signal })
+  } catch (err) {
+    // Ctrl-C, Ctrl-D or a signal, as the prompt reports them.
+    if (['ExitPromptError', 'AbortPromptError'].includes((err as Error).name)) throw new UsageError('cancelled: nothing was changed')
+    throw err
+  } finally {
+    stdin.off('keypress', onKey)
+  }
 }
 
 const { positionals, values } = parseArgs({ allowPositionals: true, strict: false, options: { help: { type: 'boolean', short: 'h' }, email: { type: 'string' } } })

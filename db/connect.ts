@@ -2,6 +2,7 @@ import { mkdirSync } from 'node:fs'
 import { dirname } from 'node:path'
 import SQLite from 'better-sqlite3'
 import { Kysely, Migrator, PostgresDialect, SqliteDialect, sql, type SqliteDatabase } from 'kysely'
+import { LRUCache } from 'lru-cache'
 import { migrations } from './migrations/index.js'
 import type { Database } from './types.js'
 
@@ -16,13 +17,13 @@ const STATEMENT_CACHE_SIZE = 500
  * by their SQL text (parameters are bound at each run) and reused: the
  * driver is synchronous, so one is never run twice at once.
  */
-function withPreparedStatements (sqlite: SQLite.Database): SqliteDatabase {
-  const statements = new Map<string, SQLite.Statement>()
+export function withPreparedStatements (sqlite: SQLite.Database, limit = STATEMENT_CACHE_SIZE): SqliteDatabase {
+  // Past the bound, the statement used least recently is dropped (and prepared again if it comes back).
+  const statements = new LRUCache<string, SQLite.Statement>({ max: limit })
   return {
     prepare (text: string) {
       let statement = statements.get(text)
       if (!statement) {
-        if (statements.size >= STATEMENT_CACHE_SIZE) statements.delete(statements.keys().next().value!)
         statement = sqlite.prepare(text)
         statements.set(text, statement)
       }

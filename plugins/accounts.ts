@@ -6,7 +6,7 @@ import { deleteUser, findUserByEmail, findUserById, findUserByUsername, insertUs
 import type { UserRow } from '../db/types.js'
 import type { User } from '../schemas/common.js'
 import { addressOf, normalizeEmail, normalizeUsername } from './addresses.js'
-import { Errors } from './errors.js'
+import { Errors } from '../services/errors.js'
 import { throttleKey } from './login-throttle.js'
 import type { AuditEvent } from './audit.js'
 import type { ClientInfo, IssuedTokens } from './sessions.js'

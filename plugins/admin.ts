@@ -6,8 +6,9 @@ import { voidAllOneTimeTokens } from '../db/queries/one-time-tokens.js'
 import { listRoles, rolesOfUsers, setUserRoles, usersWithRole, type RoleWithPermissions } from '../db/queries/roles.js'
 import { findUserById, listUsers, updateUser, type Account, type UserFilters } from '../db/queries/users.js'
 import type { AuthEventRow, Database, UserRow } from '../db/types.js'
-import { Errors } from './errors.js'
-import { BUILT_IN, type Permission } from './roles.js'
+import { Errors } from '../services/errors.js'
+import type { Permission } from '../schemas/permissions.js'
+import { BUILT_IN } from './roles.js'
 import { clientOf, type ClientInfo } from './sessions.js'
 
 declare module 'fastify' {

@@ -1,7 +1,7 @@
 import type { FastifyReply, FastifyRequest } from 'fastify'
 import fp from 'fastify-plugin'
 import { Type } from 'typebox'
-import { Errors } from './errors.js'
+import { Errors } from '../services/errors.js'
 
 declare module 'fastify' {
   interface FastifyRequest {

@@ -6,7 +6,7 @@ import { findUserByEmail, findUserById, uniqueViolation, updateUser } from '../d
 import type { TokenPurpose, UserRow } from '../db/types.js'
 import { toPublicUser } from './accounts.js'
 import { addressOf, normalizeEmail } from './addresses.js'
-import { Errors } from './errors.js'
+import { Errors } from '../services/errors.js'
 import { templates } from './mail-templates.js'
 import { throttleKey } from './login-throttle.js'
 import type { ClientInfo } from './sessions.js'

@@ -1,6 +1,6 @@
 import underPressure from '@fastify/under-pressure'
 import fp from 'fastify-plugin'
-import { retryLater } from './errors.js'
+import { retryLater } from '../services/errors.js'
 
 declare module 'fastify' {
   interface FastifyContextConfig {

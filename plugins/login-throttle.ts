@@ -2,7 +2,8 @@ import { createHash } from 'node:crypto'
 import type { FastifyInstance } from 'fastify'
 import fp from 'fastify-plugin'
 import type { Redis } from 'ioredis'
-import { retryLater } from './errors.js'
+import { LRUCache } from 'lru-cache'
+import { retryLater } from '../services/errors.js'
 
 declare module 'fastify' {
   interface FastifyInstance {
@@ -49,17 +50,15 @@ interface Store {
   delete: (key: string) => Promise<void>
 }
 
-function memoryStore (now: () => Date): Store {
-  const entries = new Map<string, Failures>()
+export function memoryStore (now: () => Date, limit = MEMORY_LIMIT): Store {
+  // Past the limit, the account whose failure was counted longest ago is forgotten:
+  // `peek` reads without refreshing, so only a counted failure (`set`) makes an account recent.
+  const entries = new LRUCache<string, Failures>({ max: limit })
   return {
     async attempt (key) {
       // Synchronous from read to write: nothing can run in between.
-      const { wait, next } = decide(entries.get(key) ?? null, now().getTime())
-      if (next) {
-        entries.delete(key) // re-insert: Map order is the eviction order
-        entries.set(key, next)
-        if (entries.size > MEMORY_LIMIT) entries.delete(entries.keys().next().value!)
-      }
+      const { wait, next } = decide(entries.peek(key) ?? null, now().getTime())
+      if (next) entries.set(key, next)
       return wait
     },
     delete: async (key) => { entries.delete(key) }

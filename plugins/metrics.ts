@@ -4,7 +4,7 @@ import fp from 'fastify-plugin'
 import { collectDefaultMetrics, Counter, Gauge, Histogram, Registry } from 'prom-client'
 import { countActiveSessions } from '../db/queries/sessions.js'
 import { bearerToken } from './authenticate.js'
-import { Errors } from './errors.js'
+import { Errors } from '../services/errors.js'
 import type { Shared } from './redis.js'
 
 declare module 'fastify' {

@@ -2,7 +2,7 @@ import { readFileSync } from 'node:fs'
 import { availableParallelism } from 'node:os'
 import { hash, verify } from '@node-rs/argon2'
 import fp from 'fastify-plugin'
-import { Errors, retryLater } from './errors.js'
+import { Errors, retryLater } from '../services/errors.js'
 import type { Config } from '../schemas/config.js'
 
 declare module 'fastify' {

@@ -3,7 +3,7 @@ import rateLimit, { type FastifyRateLimitStoreCtor } from '@fastify/rate-limit'
 import fp from 'fastify-plugin'
 import type { Redis } from 'ioredis'
 import { clientIp } from './client-ip.js'
-import { retryLater } from './errors.js'
+import { retryLater } from '../services/errors.js'
 import type { Shared } from './redis.js'
 
 declare module 'fastify' {

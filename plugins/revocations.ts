@@ -4,7 +4,7 @@ import type { Kysely } from 'kysely'
 import { insertRevocations, lastSignedAt, listRevocations, pruneRevocations } from '../db/queries/revocations.js'
 import type { Database } from '../db/types.js'
 import { closeRedis, listen } from './redis.js'
-import { CLOCK_SKEW_SECONDS } from './tokens.js'
+import { CLOCK_SKEW_SECONDS } from '../services/access-tokens.js'
 
 declare module 'fastify' {
   interface FastifyInstance {

@@ -2,7 +2,8 @@ import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify'
 import fp from 'fastify-plugin'
 import { Type } from 'typebox'
 import { deleteRole, insertRole, listRoles, seedRoles, updateRole, type Alongside, type RoleWithPermissions } from '../db/queries/roles.js'
-import { Errors } from './errors.js'
+import { Errors } from '../services/errors.js'
+import { PERMISSIONS, type Permission } from '../schemas/permissions.js'
 import { closeRedis, listen } from './redis.js'
 
 declare module 'fastify' {
@@ -18,9 +19,6 @@ declare module 'fastify' {
     permission?: Permission
   }
 }
-
-export const PERMISSIONS = ['users:read', 'users:write', 'sessions:revoke', 'roles:write', 'audit:read', 'keys:rotate'] as const
-export type Permission = typeof PERMISSIONS[number]
 
 /** Seeded at every start, permissions and all; neither can be edited or deleted, user grants nothing and admin everything. */
 export const DEFAULT_ROLES: RoleWithPermissions[] = [

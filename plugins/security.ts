@@ -3,7 +3,8 @@ import type { FastifyError, FastifyReply, FastifyRequest } from 'fastify'
 import fp from 'fastify-plugin'
 import helmet, { type HelmetOptions } from 'helmet'
 import secureJson from 'secure-json-parse'
-import { API_SECURITY_HEADERS, Errors } from './errors.js'
+import { Errors } from '../services/errors.js'
+import { API_SECURITY_HEADERS } from './errors.js'
 
 function forbiddenKey (key: string): FastifyError {
   return Object.assign(new Error(`/body/${key} is not an accepted field`), {

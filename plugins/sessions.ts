@@ -7,7 +7,7 @@ import { voidAllOneTimeTokens } from '../db/queries/one-time-tokens.js'
 import { findUserById, type Account } from '../db/queries/users.js'
 import type { Database, SessionRow } from '../db/types.js'
 import { clientIp } from './client-ip.js'
-import { Errors } from './errors.js'
+import { Errors } from '../services/errors.js'
 import type { Revoked } from './revocations.js'
 
 declare module 'fastify' {

@@ -1,5 +1,5 @@
 import { Type } from 'typebox'
-import { PERMISSIONS } from '../plugins/roles.js'
+import { PERMISSIONS } from './permissions.js'
 
 const RoleName = Type.String({ maxLength: 42, pattern: '^[a-z][a-z0-9_:-]{1,41}$', description: '2–42 of a-z, 0-9, _, :, - starting with a letter.' })
 const Permission = Type.Union(PERMISSIONS.map((p) => Type.Literal(p)))

@@ -1,10 +1,11 @@
-import { spawnSync } from 'node:child_process'
+import { spawn, spawnSync } from 'node:child_process'
 import { mkdtempSync, rmSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
+import { stripVTControlCharacters } from 'node:util'
 import type { FastifyInstance } from 'fastify'
 import t, { type Test } from 'tap'
-import { build, buildLogged, childEnv, databases, GOOD_PASSWORD, json, uniqueEmail } from './helper.js'
+import { build, buildLogged, childEnv, databases, GOOD_PASSWORD, json, uniqueEmail, unless } from './helper.js'
 
 const ROOT = join(import.meta.dirname, '..')
 const LOGIN = '/api/v1/auth/login'
@@ -29,6 +30,40 @@ function cli (command: string, url: string, args: string[], input = '') {
   return { status: run.status, stdout: run.stdout, stderr: run.stderr }
 }
 const adminCreate = (url: string, args: string[], input = '') => cli('admin:create', url, args, input)
+
+/** Whether util-linux's `script` is there to give the CLI a pseudo-terminal (Debian: bsdutils, an essential package). */
+const hasScript = spawnSync('script', ['--version']).status === 0
+
+/**
+ * `tsx cli.ts admin:create --email <email>` on a pseudo-terminal: `script`
+ * runs it on one and passes what we write on to it. The keys are typed one
+ * write at a time once the prompt shows; the run is killed after 60 s.
+ */
+async function adminCreateOnTerminal (t: Test, url: string, email: string, keys: string[]) {
+  const env: NodeJS.ProcessEnv = { ...childEnv(), DATABASE_URL: url, NODE_ENV: 'test', LOG_LEVEL: 'warn', TERM: 'xterm' }
+  delete env.ADMIN_EMAIL
+  delete env.ADMIN_PASSWORD
+  // tsx itself rather than npx, whose spinner would write on the terminal too.
+  const child = spawn('script', ['-qfec', `node_modules/.bin/tsx cli.ts admin:create --email '${email}'`, '/dev/null'], { cwd: ROOT, env })
+  const killer = setTimeout(() => child.kill('SIGKILL'), 60_000)
+  t.teardown(() => { clearTimeout(killer); child.kill('SIGKILL') })
+  let transcript = ''
+  let typing = false
+  child.stdout.setEncoding('utf8').on('data', async (chunk: string) => {
+    transcript += chunk
+    if (typing || !transcript.includes('Password for')) return
+    typing = true
+    for (const key of keys) {
+      child.stdin.write(key)
+      await new Promise((resolve) => setTimeout(resolve, 30))
+    }
+  })
+  child.stderr.setEncoding('utf8').on('data', (chunk: string) => { transcript += chunk })
+  const status = await new Promise<number | null>((resolve) => child.on('close', resolve))
+  clearTimeout(killer)
+  const lines = stripVTControlCharacters(transcript).split(/\r?\n/).map((l) => l.trim()).filter(Boolean)
+  return { status, transcript, lines, typed: typing }
+}
 
 const login = (app: FastifyInstance, email: string, password: string) => app.inject({ method: 'POST', url: LOGIN, payload: { email, password } })
 
@@ -122,6 +157,45 @@ t.test('admin:create refuses a weak password (exit 1, one line) and a missing --
 
   const app = await build(t, { env: { DATABASE_URL: url, ...QUIET } })
   t.equal((await app.db.selectFrom('users').select('id').where('email', '=', email).execute()).length, 0, 'no account was made')
+})
+
+unless(hasScript ? null : 'util-linux script is not installed (Debian: bsdutils)', () => {
+  t.test('admin:create on a terminal: the password is hidden, edited as a line, and arrow keys stay out of it', async (t) => {
+    const url = sqliteFile(t)
+    const email = uniqueEmail('cli-tty')
+    const [start, end] = [GOOD_PASSWORD.slice(0, -1), GOOD_PASSWORD.slice(-1)]
+    // A typo rubbed out, the last character typed, then left and right arrows (escape sequences) before Enter.
+    const run = await adminCreateOnTerminal(t, url, email, [start, 'x', '\u007f', end, '\u001b[D', '\u001b[C', '\r'])
+    t.ok(run.typed, 'the prompt showed')
+    t.equal(run.status, 0, 'exit 0', { transcript: run.transcript })
+    t.equal(run.lines.at(-1), `created admin ${email}`, 'created')
+    t.notOk(run.transcript.includes(start), 'the password was not echoed', { transcript: run.transcript })
+
+    const app = await build(t, { env: { DATABASE_URL: url, ...QUIET } })
+    const res = await login(app, email, GOOD_PASSWORD)
+    t.equal(res.statusCode, 200, 'the admin signs in with exactly the password typed, edits applied')
+    t.same([...json(res).user.roles].sort(), ['admin', 'user'])
+  })
+
+  for (const [how, keys] of [
+    ['Ctrl-C', ['half a pass', '\u0003']],
+    ['Ctrl-D on an empty line', ['\u0004']],
+    ['Ctrl-D after some typing', ['half a pass', '\u0004']]
+  ] as const) {
+    t.test(`admin:create on a terminal: ${how} cancels with exit 2 and one line`, async (t) => {
+      const url = sqliteFile(t)
+      const email = uniqueEmail('cli-cancel')
+      const run = await adminCreateOnTerminal(t, url, email, [...keys])
+      t.ok(run.typed, 'the prompt showed')
+      t.equal(run.status, 2, 'exit 2', { transcript: run.transcript })
+      t.equal(run.lines.at(-1), 'cancelled: nothing was changed', 'the last line says so')
+      t.equal(run.lines.filter((l) => l.includes('cancelled')).length, 1, 'once')
+      t.notMatch(run.transcript, /\bat .+:\d+:\d+/, 'no stack trace')
+
+      const app = await build(t, { env: { DATABASE_URL: url, ...QUIET } })
+      t.equal((await app.db.selectFrom('users').select('id').where('email', '=', email).execute()).length, 0, 'no account was made')
+    })
+  }
 })
 
 t.test('ADMIN_EMAIL and ADMIN_PASSWORD make the admin once; a later start keeps the password', async (t) => {

@@ -1,9 +1,16 @@
-// The container files, checked statically: compose.yaml, deploy/prometheus.yml, the Dockerfile and
-// .dockerignore. (.ci/dockerfile-check builds and runs the Dockerfile for real, in CI.)
+// The container files, checked statically where no engine checks them: compose.yaml and
+// deploy/prometheus.yml (no Compose engine runs in CI), and the few facts of the Dockerfile and
+// .dockerignore that building and running the image cannot show.
+// .ci/dockerfile-check (in CI) builds the Dockerfile with podman and runs the image, so what that
+// proves is not repeated here: two stages on node:22-slim, the compiler and dev dependencies left
+// in the build stage, /app holding only package.json, dist and node_modules, USER node (uid 1000),
+// EXPOSE 8000, production with HOST 0.0.0.0, PORT 8000 and SQLite in the /data volume, the
+// HEALTHCHECK on the container's port, PID 1 running npm start's node command and exiting 0 on
+// SIGTERM, and every file the build needs in the build context.
 // Every rule is a function that returns null when its file is right and a reason when not; the
 // last test breaks each file in the way each rule is about and wants the rule to say so, so no
 // rule here can pass whatever the file says.
-import { existsSync, readdirSync, readFileSync } from 'node:fs'
+import { existsSync, readFileSync } from 'node:fs'
 import { join, posix } from 'node:path'
 import t from 'tap'
 import { parse } from 'yaml'
@@ -11,8 +18,6 @@ import { ConfigSchema } from '../schemas/config.js'
 
 const ROOT = join(import.meta.dirname, '..')
 const read = (file: string) => readFileSync(join(ROOT, file), 'utf8')
-/** How `npm start` runs the service (node and its flags): the image must run it the same way. */
-const START_COMMAND: string = JSON.parse(read('package.json')).scripts.start
 
 /** Our configuration variables: every name the service reads (schemas/config.ts). */
 const CONFIG = new Set(Object.keys(ConfigSchema.properties))
@@ -212,87 +217,16 @@ const envOf = (stage: Stage | undefined): Record<string, string> => Object.fromE
     ? [...i.args.matchAll(/([A-Za-z_][A-Za-z0-9_]*)=("[^"]*"|'[^']*'|\S*)/g)].map((m) => [m[1], m[2].replace(/^["']|["']$/g, '')])
     : [[i.args.split(/\s+/)[0], i.args.split(/\s+/).slice(1).join(' ')]]))
 const argsOf = (stage: Stage | undefined): Record<string, string> => Object.fromEntries(of(stage, 'ARG').map((i) => i.args.split('=')).map(([k, ...v]) => [k, v.join('=')]))
-const jsonArray = (text: string): string[] | null => {
-  try {
-    const v = JSON.parse(text)
-    return Array.isArray(v) && v.every((x) => typeof x === 'string') ? v : null
-  } catch { return null }
-}
-const volumesOf = (stage: Stage | undefined) => of(stage, 'VOLUME').flatMap((i) => jsonArray(i.args) ?? i.args.split(/\s+/))
 
+// What the engine cannot tell: the HEALTHCHECK passes on /api/health/ready as well while the
+// database answers, every unknown variable is ignored, and a secret baked into the image works.
 const dockerfileRules: Array<Rule<Stage[]>> = [
   {
-    id: 'stages',
-    what: 'two stages, both FROM node:22-slim',
-    check: (stages) => problem(stages.length === 2 && stages.every((s) => s.image === 'node:22-slim'), `FROM ${stages.map((s) => s.image).join(', ')}`)
-  },
-  {
-    id: 'build-stage',
-    what: 'the build stage installs the compiler, runs npm ci and the build, then prunes the dev dependencies',
-    check: ([build]) => {
-      const runs = of(build, 'RUN').map((i) => i.args).join('\n')
-      const missing = [/apt-get install[^&;]*\bpython3\b/, /apt-get install[^&;]*\bmake\b/, /apt-get install[^&;]*\bg\+\+/, /\bnpm ci\b/, /\bnpm run build\b/, /\bnpm prune --omit=dev\b/]
-        .filter((re) => !re.test(runs))
-      return problem(missing.length === 0, `the build stage's RUNs lack ${missing.join(', ')}`)
-    }
-  },
-  {
-    id: 'runtime-copies',
-    what: 'the runtime stage takes package.json, node_modules and dist from the build stage, and nothing from the context',
-    check: (stages) => {
-      const runtime = stages.at(-1)
-      const copies = [...of(runtime, 'COPY'), ...of(runtime, 'ADD')]
-      const fromContext = copies.filter((c) => !c.args.includes(`--from=${stages[0]?.name}`))
-      const taken = copies.map((c) => c.args.split(/\s+/).filter((w) => !w.startsWith('--'))[0])
-      const want = ['/app/package.json', '/app/node_modules', '/app/dist']
-      return problem(stages.length > 1 && fromContext.length === 0 && want.every((w) => taken.includes(w)),
-        `runtime COPYs: ${copies.map((c) => c.args).join('; ')}`)
-    }
-  },
-  {
-    id: 'user',
-    what: 'the runtime stage runs as a user other than root',
-    check: (stages) => {
-      const user = of(stages.at(-1), 'USER').at(-1)?.args.split(':')[0]
-      return problem(!!user && user !== 'root' && user !== '0', `USER ${user ?? '(none: root)'}`)
-    }
-  },
-  {
     id: 'healthcheck',
-    what: "the HEALTHCHECK gets /api/health on the container's own port",
+    what: 'the HEALTHCHECK is liveness (/api/health), not readiness: a database outage must not get the container restarted',
     check: (stages) => {
       const hc = of(stages.at(-1), 'HEALTHCHECK').at(-1)?.args ?? ''
-      return problem(/\bCMD\b/.test(hc) && /\/api\/health(?![\w/])/.test(hc) && /127\.0\.0\.1|localhost/.test(hc) && /process\.env\.PORT|:8000\b/.test(hc), `HEALTHCHECK ${hc || '(none)'}`)
-    }
-  },
-  {
-    id: 'volume',
-    what: "the SQLite file of the image's DATABASE_URL is on a VOLUME, declared after the RUN that prepares it",
-    check: (stages) => {
-      const runtime = stages.at(-1)
-      const file = /^sqlite:(\/.+)$/.exec(envOf(runtime).DATABASE_URL ?? '')?.[1]
-      const volume = volumesOf(runtime).find((v) => file?.startsWith(`${v.replace(/\/$/, '')}/`))
-      const instructions = runtime?.instructions ?? []
-      const at = instructions.findIndex((i) => i.keyword === 'VOLUME')
-      const lateRun = instructions.slice(at + 1).some((i) => i.keyword === 'RUN' && !!volume && i.args.includes(volume))
-      return problem(!!volume && !lateRun, `DATABASE_URL sqlite file ${file ?? '(none)'}, VOLUMEs ${volumesOf(runtime).join(', ') || 'none'}${lateRun ? ', a RUN changes it after VOLUME (lost)' : ''}`)
-    }
-  },
-  {
-    id: 'expose',
-    what: 'EXPOSE 8000, the PORT the service listens on',
-    check: (stages) => {
-      const exposed = of(stages.at(-1), 'EXPOSE').flatMap((i) => i.args.split(/\s+/)).map((p) => p.split('/')[0])
-      return problem(exposed.includes('8000') && envOf(stages.at(-1)).PORT === '8000', `EXPOSE ${exposed.join(' ') || '(none)'}, PORT=${envOf(stages.at(-1)).PORT}`)
-    }
-  },
-  {
-    id: 'cmd',
-    what: 'CMD in exec form runs node dist/server.js (node is PID 1 and gets SIGTERM), as `npm start` does',
-    check: (stages) => {
-      const cmd = of(stages.at(-1), 'CMD').at(-1)?.args ?? ''
-      const argv = jsonArray(cmd)
-      return problem(!!argv && argv.join(' ') === START_COMMAND && of(stages.at(-1), 'ENTRYPOINT').length === 0, `CMD ${cmd || '(none)'}, npm start: ${START_COMMAND}`)
+      return problem(/\/api\/health(?![\w/])/.test(hc), `HEALTHCHECK ${hc || '(none)'}`)
     }
   },
   {
@@ -301,14 +235,6 @@ const dockerfileRules: Array<Rule<Stage[]>> = [
     check: (stages) => {
       const unknown = stages.flatMap((s) => Object.keys(envOf(s))).filter((k) => !CONFIG.has(k) && !ENV_EXCEPTIONS.has(k))
       return problem(unknown.length === 0, `not configuration variables: ${unknown.join(', ')}`)
-    }
-  },
-  {
-    id: 'runtime-env',
-    what: 'the image defaults to production, all interfaces, port 8000 and SQLite under /data',
-    check: (stages) => {
-      const env = envOf(stages.at(-1))
-      return problem(env.NODE_ENV === 'production' && env.HOST === '0.0.0.0' && env.PORT === '8000' && env.DATABASE_URL === 'sqlite:/data/auth.db', `ENV ${JSON.stringify(env)}`)
     }
   },
   {
@@ -323,7 +249,10 @@ const dockerfileRules: Array<Rule<Stage[]>> = [
 
 // ---------------------------------------------------------------------------------------------
 // .dockerignore, matched as Docker matches it (moby/patternmatcher): last matching pattern wins,
-// `!` re-includes, a pattern that matches a directory takes what is in it.
+// `!` re-includes, a pattern that matches a directory takes what is in it. Kept here: what leaks
+// into the build context shows nowhere in the image (the runtime stage copies only package.json,
+// dist and node_modules), and the clone CI builds has no .env, keys or data to leak. (That every
+// file the build reads gets in, the build itself shows.)
 
 function ignoreMatcher (text: string) {
   const patterns = text.split('\n').map((l) => l.trim()).filter((l) => l && !l.startsWith('#')).map((raw) => {
@@ -348,14 +277,6 @@ function ignoreMatcher (text: string) {
   }
 }
 
-/** What `npm run build` reads: the manifests, the tsconfigs, the root .ts files and everything under plugins, routes, schemas and db. */
-function buildInputs (): string[] {
-  const walk = (dir: string): string[] => readdirSync(join(ROOT, dir), { withFileTypes: true })
-    .flatMap((e) => e.isDirectory() ? walk(`${dir}/${e.name}`) : [`${dir}/${e.name}`])
-  const rootFiles = readdirSync(ROOT).filter((f) => f.endsWith('.ts') || /^(package(-lock)?\.json|tsconfig(\.build)?\.json)$/.test(f))
-  return [...rootFiles, ...['plugins', 'routes', 'schemas', 'db'].flatMap(walk)]
-}
-
 const mustBeIgnored = ['node_modules/fastify/package.json', '.env', '.env.production', '.git/HEAD', 'dist/server.js', 'data/auth.db', 'coverage/lcov.info', '.tap/processinfo/x.json', 'certs/server.key', 'key.pem', '.npmrc', 'npm-debug.log']
 const dockerignoreRules: Array<Rule<string>> = [
   {
@@ -365,16 +286,6 @@ const dockerignoreRules: Array<Rule<string>> = [
       const ignored = ignoreMatcher(text)
       const letIn = mustBeIgnored.filter((p) => !ignored(p))
       return problem(letIn.length === 0, `these get into the build context: ${letIn.join(', ')}`)
-    }
-  },
-  {
-    id: 'build-inputs',
-    what: 'every file the build reads stays in the build context',
-    check: (text) => {
-      const ignored = ignoreMatcher(text)
-      const inputs = buildInputs()
-      const leftOut = inputs.filter(ignored)
-      return problem(inputs.length > 20 && inputs.includes('package-lock.json') && leftOut.length === 0, `left out of the build context: ${leftOut.join(', ')}`)
     }
   }
 ]
@@ -431,27 +342,10 @@ t.test('every rule fails on a file that breaks it', async (t) => {
   }
 
   const dockerfile = read('Dockerfile')
-  // The image's CMD as the Dockerfile writes it: npm start's command in exec form.
-  const IMAGE_CMD = `CMD [${START_COMMAND.split(' ').map((arg) => JSON.stringify(arg)).join(', ')}]`
   const docker: Array<[string, string, string | RegExp, string]> = [
-    ['stages', 'node:22 (not slim)', /node:22-slim AS build/, 'node:22 AS build'],
-    ['stages', 'one stage', /FROM node:22-slim AS runtime\n/, ''],
-    ['build-stage', 'no prune', 'npm prune --omit=dev', 'true'],
-    ['build-stage', 'no g++', ' g++ ', ' '],
-    ['runtime-copies', 'the context copied into the runtime stage', 'COPY --from=build /app/dist ./dist', 'COPY . .'],
-    ['user', 'USER root', 'USER node', 'USER root'],
-    ['user', 'no USER', 'USER node\n', ''],
     ['healthcheck', 'the readiness route', '/api/health\'', '/api/health/ready\''],
     ['healthcheck', 'no HEALTHCHECK', /HEALTHCHECK[^\n]*\\\n[^\n]*\n/, ''],
-    ['volume', 'no VOLUME', 'VOLUME ["/data"]', ''],
-    ['volume', 'the database outside the volume', 'DATABASE_URL=sqlite:/data/auth.db', 'DATABASE_URL=sqlite:/app/auth.db'],
-    ['volume', 'the volume changed after VOLUME', 'USER node\n', 'RUN chmod 700 /data\nUSER node\n'],
-    ['expose', 'EXPOSE 3000', 'EXPOSE 8000', 'EXPOSE 3000'],
-    ['cmd', 'shell form', IMAGE_CMD, `CMD ${START_COMMAND}`],
-    ['cmd', 'npm start in front of node', IMAGE_CMD, 'CMD ["npm", "start"]'],
-    ['cmd', 'other node flags than npm start', IMAGE_CMD, 'CMD ["node", "dist/server.js"]'],
     ['env-known', 'an unknown ENV', 'PORT=8000 \\', 'PORT=8000 LISTEN_PORT=8000 \\'],
-    ['runtime-env', 'NODE_ENV=development', 'NODE_ENV=production', 'NODE_ENV=development'],
     ['no-secrets', 'a baked KEY_ENCRYPTION_SECRET', 'PORT=8000 \\', 'PORT=8000 KEY_ENCRYPTION_SECRET=0123456789abcdef0123456789abcdef \\'],
     ['no-secrets', 'an ARG with a token', 'WORKDIR /app\nRUN apt-get', 'WORKDIR /app\nARG NPM_TOKEN=abc\nRUN apt-get']
   ]
@@ -465,10 +359,7 @@ t.test('every rule fails on a file that breaks it', async (t) => {
   const ignores: Array<[string, string, (text: string) => string]> = [
     ['excludes', 'node_modules let in', (text) => text.replace(/^node_modules$/m, '')],
     ['excludes', '.env re-included at the end', (text) => `${text}\n!.env\n`],
-    ['excludes', '.git let in', (text) => text.replace(/^\.git$/m, '')],
-    ['build-inputs', 'plugins/ left out', (text) => `${text}\nplugins\n`],
-    ['build-inputs', 'every .txt left out (the password list)', (text) => `${text}\n**/*.txt\n`],
-    ['build-inputs', 'the lockfile left out', (text) => `${text}\n*.json\n`]
+    ['excludes', '.git let in', (text) => text.replace(/^\.git$/m, '')]
   ]
   for (const [id, what, change] of ignores) {
     const broken = change(ignore)

@@ -123,8 +123,8 @@ function mixedConnection (email: string, pair: Pair, index: number): Connection 
 
 /**
  * Distinct access tokens for verify-cold, more in all than the service keeps
- * in its cache of verified tokens (5,000, oldest out first; see
- * plugins/tokens.ts): walked in a circle, every request is a miss.
+ * in its cache of verified tokens (5,000, least recently used out first; see
+ * services/access-tokens.ts): walked in a circle, every request is a miss.
  */
 const COLD_TOKENS = 7_500
 /** Access tokens live 15 minutes: a pool is made anew after 10. */

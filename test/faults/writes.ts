@@ -44,7 +44,7 @@ export const statusOf = (answer: Answer | 'lost') => (answer === 'lost' ? 'lost'
 /** The problem code of an answer, if it has one. */
 export const codeOf = (answer: Answer | 'lost') => (answer === 'lost' ? 'lost' : answer.body?.code)
 
-/** The hash the database keeps of a refresh token (plugins/tokens.ts: SHA-256, base64url). */
+/** The hash the database keeps of a refresh token (services/refresh-tokens.ts: SHA-256, base64url). */
 export const refreshTokenHash = (token: string) => createHash('sha256').update(token).digest('base64url')
 /** The session id (`sid`) of an access token, read without verifying it. */
 export const sessionOf = (accessToken: string) => JSON.parse(Buffer.from(accessToken.split('.')[1], 'base64url').toString('utf8')).sid as string

@@ -4,7 +4,7 @@ import { build, claimsOf, expectProblem, forwardAuth, movableClock, signup, temp
 
 /** How far the fast instance's clock runs ahead: 20 minutes, in seconds. */
 const AHEAD = 1200
-/** The skew a verifier allows a token's iat ahead of its clock (plugins/tokens.ts CLOCK_SKEW_SECONDS). */
+/** The skew a verifier allows a token's iat ahead of its clock (services/access-tokens.ts CLOCK_SKEW_SECONDS). */
 const SKEW = 60
 /** How long the database keeps a revocation after its end (plugins/revocations.ts). */
 const KEEP_IN_DATABASE = 3600

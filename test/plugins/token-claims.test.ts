@@ -7,7 +7,7 @@ type Claims = Record<string, unknown>
 type Signer = (header: Claims, payload: Claims) => string
 
 const SECRET = 'a-test-secret-that-is-long-enough-0123456789'
-/** The skew a verifier allows a token's iat ahead of its clock (plugins/tokens.ts CLOCK_SKEW_SECONDS). */
+/** The skew a verifier allows a token's iat ahead of its clock (services/access-tokens.ts CLOCK_SKEW_SECONDS). */
 const SKEW = 60
 
 const b64 = (value: unknown) => Buffer.from(JSON.stringify(value)).toString('base64url')
@@ -27,7 +27,7 @@ function signerOf (algorithm: string, key: KeyObject | string): Signer {
 /**
  * The private key a token of the service was signed with, read from the
  * database and opened with KEY_ENCRYPTION_SECRET as anyone holding both could
- * (AES-256-GCM under an HKDF of the secret), written here apart from plugins/tokens.ts.
+ * (AES-256-GCM under an HKDF of the secret), written here apart from services/keys.ts.
  */
 async function storedKey (app: FastifyInstance, kid: string): Promise<KeyObject> {
   const row = await app.db.selectFrom('signing_keys').select('private_key').where('kid', '=', kid).executeTakeFirstOrThrow()

@@ -2,7 +2,7 @@ import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox'
 import { Type } from 'typebox'
 import { problems } from '../../../../schemas/problem.js'
 import { EndSessionsQuerySchema, SessionParamsSchema } from '../../../../schemas/users.js'
-import { Errors } from '../../../../plugins/errors.js'
+import { Errors } from '../../../../services/errors.js'
 import { clientOf } from '../../../../plugins/sessions.js'
 
 const sessions: FastifyPluginAsyncTypebox = async (fastify) => {

@@ -2,7 +2,7 @@ import { randomUUID } from 'node:crypto'
 import type { FastifyInstance } from 'fastify'
 import t from 'tap'
 import { findUserById } from '../../../../../db/queries/users.js'
-import { PERMISSIONS, type Permission } from '../../../../../plugins/roles.js'
+import { PERMISSIONS, type Permission } from '../../../../../schemas/permissions.js'
 import { bearer, build, databases, expectProblem, GOOD_PASSWORD, json, signup, uniqueEmail } from '../../../../helper.js'
 
 const ADMIN = '/api/v1/admin'

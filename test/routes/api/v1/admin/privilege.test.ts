@@ -5,7 +5,7 @@ import app, { serverOptions } from '../../../../../app.js'
 import { insertSession } from '../../../../../db/queries/sessions.js'
 import { findUserById, insertUser } from '../../../../../db/queries/users.js'
 import { loadConfig } from '../../../../../plugins/config.js'
-import { PERMISSIONS, type Permission } from '../../../../../plugins/roles.js'
+import { PERMISSIONS, type Permission } from '../../../../../schemas/permissions.js'
 import { bearer, build, databases, expectProblem, json, tempSqliteUrl, uniqueEmail } from '../../../../helper.js'
 
 /**

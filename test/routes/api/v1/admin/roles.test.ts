@@ -3,7 +3,7 @@ import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { findUserById } from '../../../../../db/queries/users.js'
 import t, { type Test } from 'tap'
-import { PERMISSIONS } from '../../../../../plugins/roles.js'
+import { PERMISSIONS } from '../../../../../schemas/permissions.js'
 import { bearer, build, databases, expectProblem, GOOD_PASSWORD, json, signup, uniqueEmail } from '../../../../helper.js'
 
 const ROLES = '/api/v1/admin/roles'
