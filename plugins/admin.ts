@@ -1,13 +1,13 @@
 import type { FastifyInstance, FastifyRequest } from 'fastify'
 import fp from 'fastify-plugin'
-import type { Kysely } from 'kysely'
 import { listEvents, type EventFilters } from '../db/queries/events.js'
 import { voidAllOneTimeTokens } from '../db/queries/one-time-tokens.js'
-import { listRoles, rolesOfUsers, setUserRoles, usersWithRole, type RoleWithPermissions } from '../db/queries/roles.js'
+import { rolesOfUsers, setUserRoles, usersWithRole, type RoleWithPermissions } from '../db/queries/roles.js'
 import { findUserById, listUsers, updateUser, type Account, type UserFilters } from '../db/queries/users.js'
-import type { AuthEventRow, Database, UserRow } from '../db/types.js'
+import type { AuthEventRow, UserRow } from '../db/types.js'
 import { Errors } from '../services/errors.js'
-import type { Permission } from '../schemas/permissions.js'
+import { cursor, iso, paged } from '../services/pages.js'
+import { privilegeOf, refuse, requireHeld, type Operation, type Refusal } from '../services/privileges.js'
 import { BUILT_IN } from './roles.js'
 import { clientOf, type ClientInfo } from './sessions.js'
 
@@ -29,71 +29,6 @@ export interface Actor {
 
 /** The signed-in caller making the request. */
 export const actorOf = (request: FastifyRequest): Actor => ({ userId: request.auth!.userId, roles: request.auth!.roles, client: clientOf(request) })
-
-const iso = (time: Date | string) => new Date(time).toISOString()
-const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i
-
-/** A page position: the (created_at, id) of the last row served, opaque to clients. */
-export const cursor = {
-  encode: (row: { created_at: Date | string, id: string }) => Buffer.from(JSON.stringify([iso(row.created_at), row.id])).toString('base64url'),
-  decode (value: string | undefined): [string, string] | null {
-    if (value === undefined) return null
-    try {
-      const [at, id] = JSON.parse(Buffer.from(value, 'base64url').toString('utf8')) as unknown[]
-      if (typeof at === 'string' && typeof id === 'string' && UUID.test(id) && iso(at) === at) return [at, id]
-    } catch {}
-    throw new Errors.InvalidCursor()
-  }
-}
-
-/** One more row than asked tells whether there is a next page. */
-function paged<Row extends { created_at: Date | string, id: string }, Item> (rows: Row[], limit: number, map: (rows: Row[]) => Item[]) {
-  const items = rows.slice(0, limit)
-  return { items: map(items), next_cursor: rows.length > limit ? cursor.encode(items[items.length - 1]) : null }
-}
-
-/** A refusal for want of privilege, with what the trail should say of it. */
-type Refusal = InstanceType<typeof Errors.InsufficientPrivilege> & { refusal: { operation: Operation, target: string, reason: string } }
-
-function refuse (operation: Operation, target: string, reason: string): never {
-  const error = new Errors.InsufficientPrivilege(reason) as Refusal
-  error.refusal = { operation, target, reason }
-  throw error
-}
-
-/** Each operation with a target, and its permission: the route's guard asks for it too, here it is asked of the live roles. */
-const NEEDS = {
-  update_user: 'users:write',
-  delete_user: 'users:write',
-  end_sessions: 'sessions:revoke',
-  create_role: 'roles:write',
-  update_role: 'roles:write',
-  delete_role: 'roles:write'
-} as const satisfies Record<string, Permission>
-type Operation = keyof typeof NEEDS
-
-/** Refuses unless the actor holds every one of `needed`; `whose` begins the reason ("the account holds"). */
-function requireHeld (power: { permissions: ReadonlySet<string> }, needed: Iterable<string>, operation: Operation, target: string, whose: string) {
-  const missing = [...new Set(needed)].filter((p) => !power.permissions.has(p)).sort()
-  if (missing.length > 0) refuse(operation, target, `${whose} ${missing.join(', ')}, which you do not hold`)
-}
-
-/**
- * What the actor holds, and what roles grant, read from the database in the
- * caller's transaction (this replica's cache may lag behind another's change);
- * refuses unless the operation's permission is among it. It counts only the
- * roles the token names that the account still holds: a token can outlive a
- * role taken away until the revocation reaches every replica.
- */
-async function privilegeOf (db: Kysely<Database>, actor: Actor, operation: Operation, target: string) {
-  const [account, all] = await Promise.all([findUserById(db, actor.userId), listRoles(db)])
-  const roles = new Map(all.map((r) => [r.name, r]))
-  const of = (names: Iterable<string>) => new Set([...names].flatMap((name) => roles.get(name)?.permissions ?? []))
-  const live = account && !account.disabled ? actor.roles.filter((r) => account.roles.includes(r)) : []
-  const power = { held: new Set([...actor.roles, ...account?.roles ?? []]), permissions: of(live), of, roles }
-  requireHeld(power, [NEEDS[operation]], operation, target, 'this needs')
-  return power
-}
 
 /** Disabling an account, or taking a role away, ends its sessions: their tokens carry what was taken. */
 const endsSessions = (disabled: boolean | undefined, removed: string[]) => disabled === true || removed.length > 0
