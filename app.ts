@@ -5,31 +5,9 @@ import AjvCompiler from '@fastify/ajv-compiler'
 import fp from 'fastify-plugin'
 import { LogController, type FastifyHttpOptions, type FastifyInstance } from 'fastify'
 import type { IncomingMessage, Server } from 'node:http'
-import accounts from './plugins/accounts.js'
-import admin from './plugins/admin.js'
-import audit from './plugins/audit.js'
-import authenticate from './plugins/authenticate.js'
-import background from './plugins/background.js'
-import config, { type ConfigPluginOptions } from './plugins/config.js'
-import db from './plugins/db.js'
-import docs from './plugins/docs.js'
-import emails from './plugins/emails.js'
-import errors, { clientErrorHandler, frameworkErrorHandler } from './plugins/errors.js'
-import health from './plugins/health.js'
-import loadShedding from './plugins/load-shedding.js'
-import logging, { requestLogger } from './plugins/logging.js'
-import loginThrottle from './plugins/login-throttle.js'
-import mailer from './plugins/mailer.js'
-import metrics from './plugins/metrics.js'
-import passwords from './plugins/passwords.js'
-import rateLimit from './plugins/rate-limit.js'
-import redis from './plugins/redis.js'
-import revocations from './plugins/revocations.js'
-import roles from './plugins/roles.js'
-import security from './plugins/security.js'
-import sessions from './plugins/sessions.js'
-import shutdown from './plugins/shutdown.js'
-import tokens from './plugins/tokens.js'
+import type { ConfigPluginOptions } from './plugins/external/config.js'
+import { clientErrorHandler, frameworkErrorHandler } from './plugins/external/errors.js'
+import { requestLogger } from './plugins/external/logging.js'
 import type { Config } from './schemas/config.js'
 import { sharedSchemas } from './schemas/common.js'
 import { HealthSchema } from './schemas/health.js'
@@ -155,32 +133,11 @@ export function serverOptions (config: Config): FastifyHttpOptions<Server> {
 async function app (fastify: FastifyInstance, opts: AppOptions) {
   for (const schema of [ProblemSchema, HealthSchema, SessionSchema, AdminUserSchema, RoleSchema, AuditEventSchema, ...sharedSchemas]) fastify.addSchema(schema)
 
-  await fastify.register(config, opts)
-  await fastify.register(errors)
-  await fastify.register(security) // its hook first: every answer has the security headers and X-Request-Id
-  await fastify.register(shutdown)
-  await fastify.register(loadShedding)
-  await fastify.register(redis)
-  await fastify.register(rateLimit) // before any route, the docs' included
-  await fastify.register(docs)
-  await fastify.register(db)
-  await fastify.register(health)
-  await fastify.register(metrics)
-  await fastify.register(loginThrottle)
-  await fastify.register(background)
-  await fastify.register(mailer)
-  await fastify.register(audit)
-  await fastify.register(passwords)
-  await fastify.register(tokens)
-  await fastify.register(revocations)
-  await fastify.register(authenticate)
-  await fastify.register(logging)
-  await fastify.register(roles)
-  await fastify.register(sessions)
-  await fastify.register(emails)
-  await fastify.register(accounts)
-  await fastify.register(admin)
-
+  // The platform first (configuration, errors, security headers and CORS, load shedding, rate limits, Redis, the
+  // database, docs, metrics), then the service's own (its domain wired, authentication, permissions, logging,
+  // health, shutdown), then the routes. Within a folder, each plugin loads after those it declares as `dependencies`.
+  await fastify.register(AutoLoad, { dir: join(import.meta.dirname, 'plugins/external'), options: opts })
+  await fastify.register(AutoLoad, { dir: join(import.meta.dirname, 'plugins/app') })
   await fastify.register(AutoLoad, {
     dir: join(import.meta.dirname, 'routes'),
     autoHooks: true,

@@ -6,9 +6,10 @@ import app, { serverOptions } from './app.js'
 import { migrateToLatest, openDatabase } from './db/connect.js'
 import type { Database } from './db/types.js'
 import { findUserByEmail } from './db/queries/users.js'
-import { normalizeEmail } from './plugins/addresses.js'
-import { ConfigError, loadConfig } from './plugins/config.js'
-import { rotateKeys } from './services/keys.js'
+import { normalizeEmail } from './services/addresses.js'
+import { ConfigError, loadConfig } from './plugins/external/config.js'
+import { createAudit } from './services/audit.js'
+import { createKeyStore } from './services/keys.js'
 import { configTable, envExample, type Config } from './schemas/config.js'
 
 const HELP = `auth-service command line
@@ -63,7 +64,9 @@ const commands: Record<string, () => Promise<void>> = {
   migrate: () => withDatabase(async () => console.log('database up to date')),
 
   'keys:rotate': () => withDatabase(async (db, config) => {
-    const kid = await rotateKeys(config, db, new Date())
+    const clock = () => new Date()
+    const audit = createAudit({ db, clock, config, log: console })
+    const kid = await createKeyStore({ config, db, clock }).rotate((trx, kid) => audit.record({ type: 'key_rotated', detail: { kid, by: 'operator' } }, trx))
     console.log(`new signing key ${kid}: in the JWKS now, signing in ${config.KEY_RELOAD_SECONDS} s; the previous key verifies until its tokens expire`)
   }),
 

@@ -37,7 +37,7 @@ import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { performance } from 'node:perf_hooks'
 import { isMainThread, parentPort, Worker, workerData } from 'node:worker_threads'
-import { throttleKey } from '../plugins/login-throttle.js'
+import { throttleKey } from '../services/login-throttle.js'
 import { PASSWORD } from './lib/scenarios.js'
 import { median } from './lib/stats.js'
 
@@ -138,7 +138,7 @@ async function main () {
   }, BUDGET_MS).unref()
 
   const { default: app, serverOptions } = await import('../app.js')
-  const { loadConfig } = await import('../plugins/config.js')
+  const { loadConfig } = await import('../plugins/external/config.js')
   const { default: Fastify } = await import('fastify')
 
   const dir = mkdtempSync(join(tmpdir(), 'auth-bench-'))

@@ -1,7 +1,9 @@
 import { createHash, createHmac, createPrivateKey, randomUUID, sign } from 'node:crypto'
 import { promisify } from 'node:util'
 import { createDecoder, createVerifier } from 'fast-jwt'
+import type { Kysely } from 'kysely'
 import { LRUCache } from 'lru-cache'
+import type { Database } from '../db/types.js'
 import type { Config } from '../schemas/config.js'
 import { Errors } from './errors.js'
 import type { KeyStore, SigningKey } from './keys.js'
@@ -106,6 +108,14 @@ function verifiedCache () {
   }
 }
 
+/** The token of an `Authorization: Bearer <token>` header (the scheme in any case), or null. */
+export function bearerToken (header: string): string | null {
+  // No regular expression over the token: it is 700 characters, and the signature check refuses anything malformed.
+  return header.length > 7 && header.charCodeAt(6) === 32 && header.slice(0, 6).toLowerCase() === 'bearer' ? header.slice(7) : null
+}
+
+export type AccessTokens = Awaited<ReturnType<typeof createAccessTokens>>
+
 /** Signs and verifies access tokens with the key store's keys, re-read on its schedule. */
 export async function createAccessTokens ({ config, keys, clock, log }: { config: Config, keys: KeyStore, clock: () => Date, log: { warn: (obj: object, msg: string) => void } }) {
   const issuer = config.JWT_ISSUER ?? config.PUBLIC_URL
@@ -168,9 +178,9 @@ export async function createAccessTokens ({ config, keys, clock, log }: { config
     /** Re-reads the keys now (after a rotation in this process). */
     reload,
 
-    /** Rotates the stored keys and reloads them here. */
-    async rotate (): Promise<string> {
-      const kid = await keys.rotate()
+    /** Rotates the stored keys, with what `alongside` writes in the same change (its audit event), and reloads them here. */
+    async rotate (alongside?: (trx: Kysely<Database>, kid: string) => Promise<void>): Promise<string> {
+      const kid = await keys.rotate(alongside)
       await reload()
       return kid
     },

@@ -150,6 +150,7 @@ function sealedRow (privateKey: KeyObject, algorithm: Algorithm, cipher: ReturnT
  * Adds a new signing key. It is published at once and signs after
  * KEY_RELOAD_SECONDS; the keys it replaces stop signing then and verify until
  * their tokens have expired. Refused when the key comes from the configuration.
+ * Two writes: run it in a transaction.
  */
 export async function rotateKeys (config: Config, db: Kysely<Database>, now: Date): Promise<string> {
   if (configuredKey(config)) throw new Error('The signing key comes from JWT_SECRET or JWT_PRIVATE_KEY(_FILE): rotate it there.')
@@ -165,7 +166,12 @@ export function createKeyStore ({ config, db, clock }: { config: Config, db: Kys
     /** Every instance re-reads the stored keys this often; null when the key comes from the configuration. */
     reloadMs: configured ? null : keyTimes(config).reloadMs,
     load: async (): Promise<SigningKey[]> => configured ? [configured] : storedKeys(config, db, clock()),
-    rotate: () => rotateKeys(config, db, clock())
+    /** A new key, and what `alongside` writes with it, in one change. */
+    rotate: (alongside: (trx: Kysely<Database>, kid: string) => Promise<void> = async () => {}) => db.transaction().execute(async (trx) => {
+      const kid = await rotateKeys(config, trx, clock())
+      await alongside(trx, kid)
+      return kid
+    })
   }
 }
 

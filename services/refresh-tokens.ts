@@ -2,6 +2,8 @@ import { createHash, createHmac, hkdfSync, randomBytes } from 'node:crypto'
 
 const sha256 = (value: string) => createHash('sha256').update(value).digest('base64url')
 
+export type RefreshTokens = ReturnType<typeof createRefreshTokens>
+
 /**
  * Refresh tokens: opaque, 256 random bits, of which only the SHA-256 hash is
  * stored. A token's successor at rotation is derived from it (an HMAC under a

@@ -8,7 +8,7 @@ import { join } from 'node:path'
 import Fastify, { type FastifyInstance, type LightMyRequestResponse } from 'fastify'
 import tap, { type Test } from 'tap'
 import app, { serverOptions } from '../app.js'
-import { loadConfig } from '../plugins/config.js'
+import { loadConfig } from '../plugins/external/config.js'
 
 export interface BuildOptions {
   env?: Record<string, string>

@@ -1,7 +1,7 @@
 import Fastify, { type FastifyError } from 'fastify'
 import t from 'tap'
 import { serverOptions } from '../app.js'
-import { loadConfig } from '../plugins/config.js'
+import { loadConfig } from '../plugins/external/config.js'
 import { bearer, build, expectProblem, GOOD_PASSWORD, json, signup, uniqueEmail } from './helper.js'
 
 /**

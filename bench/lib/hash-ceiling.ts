@@ -9,7 +9,7 @@
  */
 import { availableParallelism } from 'node:os'
 import { hash, verify } from '@node-rs/argon2'
-import { loadConfig } from '../../plugins/config.js'
+import { loadConfig } from '../../plugins/external/config.js'
 import { median } from './stats.js'
 import { PASSWORD } from './scenarios.js'
 

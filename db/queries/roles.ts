@@ -13,24 +13,23 @@ export interface RoleWithPermissions {
  * Creates the roles, or sets each one's description and permissions to
  * exactly those given: what a built-in role is, is code, not data, so a
  * permission put on one (by hand, or through an old bug) goes at the next
- * start. Returns the permission links it removed.
+ * start. Returns the permission links it removed. Several statements: run it in the
+ * caller's transaction.
  */
-export async function seedRoles (db: Db, roles: RoleWithPermissions[], now: string): Promise<Array<{ role: string, permission: string }>> {
-  return db.transaction().execute(async (trx) => {
-    await trx.insertInto('roles').values(roles.map((r) => ({ name: r.name, description: r.description, created_at: now })))
-      .onConflict((oc) => oc.column('name').doUpdateSet((eb) => ({ description: eb.ref('excluded.description') }))).execute()
-    const removed: Array<{ role: string, permission: string }> = []
-    for (const r of roles) {
-      let extra = trx.deleteFrom('role_permissions').where('role', '=', r.name)
-      if (r.permissions.length > 0) extra = extra.where('permission', 'not in', r.permissions)
-      removed.push(...await extra.returning(['role', 'permission']).execute())
-    }
-    const links = roles.flatMap((r) => r.permissions.map((permission) => ({ role: r.name, permission })))
-    if (links.length > 0) {
-      await trx.insertInto('role_permissions').values(links).onConflict((oc) => oc.columns(['role', 'permission']).doNothing()).execute()
-    }
-    return removed.sort((a, b) => a.role.localeCompare(b.role) || a.permission.localeCompare(b.permission))
-  })
+export async function seedRoles (trx: Db, roles: RoleWithPermissions[], now: string): Promise<Array<{ role: string, permission: string }>> {
+  await trx.insertInto('roles').values(roles.map((r) => ({ name: r.name, description: r.description, created_at: now })))
+    .onConflict((oc) => oc.column('name').doUpdateSet((eb) => ({ description: eb.ref('excluded.description') }))).execute()
+  const removed: Array<{ role: string, permission: string }> = []
+  for (const r of roles) {
+    let extra = trx.deleteFrom('role_permissions').where('role', '=', r.name)
+    if (r.permissions.length > 0) extra = extra.where('permission', 'not in', r.permissions)
+    removed.push(...await extra.returning(['role', 'permission']).execute())
+  }
+  const links = roles.flatMap((r) => r.permissions.map((permission) => ({ role: r.name, permission })))
+  if (links.length > 0) {
+    await trx.insertInto('role_permissions').values(links).onConflict((oc) => oc.columns(['role', 'permission']).doNothing()).execute()
+  }
+  return removed.sort((a, b) => a.role.localeCompare(b.role) || a.permission.localeCompare(b.permission))
 }
 
 export async function listRoles (db: Db): Promise<RoleWithPermissions[]> {
@@ -41,39 +40,29 @@ export async function listRoles (db: Db): Promise<RoleWithPermissions[]> {
   return roles.map((r) => ({ ...r, permissions: links.filter((l) => l.role === r.name).map((l) => l.permission) }))
 }
 
-/** What a change writes besides its own rows (its audit event), in its transaction. */
-export type Alongside<T = void> = (trx: Db) => Promise<T>
-
-export async function insertRole (db: Db, role: RoleWithPermissions, now: string, alongside: Alongside = async () => {}): Promise<void> {
-  await db.transaction().execute(async (trx) => {
-    await trx.insertInto('roles').values({ name: role.name, description: role.description, created_at: now }).execute()
-    if (role.permissions.length > 0) {
-      await trx.insertInto('role_permissions').values(role.permissions.map((permission) => ({ role: role.name, permission }))).execute()
-    }
-    await alongside(trx)
-  })
+/** Creates a role with its permissions. Two statements: run it in the caller's transaction. */
+export async function insertRole (db: Db, role: RoleWithPermissions, now: string): Promise<void> {
+  await db.insertInto('roles').values({ name: role.name, description: role.description, created_at: now }).execute()
+  if (role.permissions.length > 0) {
+    await db.insertInto('role_permissions').values(role.permissions.map((permission) => ({ role: role.name, permission }))).execute()
+  }
 }
 
-/** Replaces a role's description and permissions; false when there is no such role. */
-export function updateRole (db: Db, role: RoleWithPermissions, alongside: Alongside = async () => {}): Promise<boolean> {
-  return db.transaction().execute(async (trx) => {
-    const result = await trx.updateTable('roles').set({ description: role.description }).where('name', '=', role.name).executeTakeFirst()
-    if (result.numUpdatedRows !== 1n) return false
-    await trx.deleteFrom('role_permissions').where('role', '=', role.name).execute()
-    if (role.permissions.length > 0) {
-      await trx.insertInto('role_permissions').values(role.permissions.map((permission) => ({ role: role.name, permission }))).execute()
-    }
-    await alongside(trx)
-    return true
-  })
+/** Replaces a role's description and permissions; false when there is no such role. Run it in the caller's transaction. */
+export async function updateRole (db: Db, role: RoleWithPermissions): Promise<boolean> {
+  const result = await db.updateTable('roles').set({ description: role.description }).where('name', '=', role.name).executeTakeFirst()
+  if (result.numUpdatedRows !== 1n) return false
+  await db.deleteFrom('role_permissions').where('role', '=', role.name).execute()
+  if (role.permissions.length > 0) {
+    await db.insertInto('role_permissions').values(role.permissions.map((permission) => ({ role: role.name, permission }))).execute()
+  }
+  return true
 }
 
-/** Deletes a role (its holders lose it), with what `alongside` writes; undefined when there is no such role. */
-export function deleteRole<T> (db: Db, name: string, alongside: Alongside<T>): Promise<T | undefined> {
-  return db.transaction().execute(async (trx) => {
-    const result = await trx.deleteFrom('roles').where('name', '=', name).executeTakeFirst()
-    return result.numDeletedRows > 0n ? alongside(trx) : undefined
-  })
+/** Deletes a role (its holders lose it, by the foreign keys); false when there is no such role. */
+export async function deleteRole (db: Db, name: string): Promise<boolean> {
+  const result = await db.deleteFrom('roles').where('name', '=', name).executeTakeFirst()
+  return result.numDeletedRows > 0n
 }
 
 /** Replaces the user's roles. Two statements: run it in the caller's transaction. */

@@ -19,20 +19,18 @@ export interface NewRefreshToken {
   expiresAt: string
 }
 
-/** Creates a session and its first refresh token, together or not at all. */
-export function insertSession (db: Db, s: NewSession, token: NewRefreshToken): Promise<void> {
-  return db.transaction().execute(async (trx) => {
-    await trx.insertInto('sessions').values({
-      id: s.id,
-      user_id: s.userId,
-      created_at: s.now,
-      last_used_at: s.now,
-      expires_at: s.expiresAt,
-      user_agent: s.userAgent,
-      ip: s.ip
-    }).execute()
-    await insertRefreshToken(trx, token)
-  })
+/** Creates a session and its first refresh token. Two statements: run it in the caller's transaction. */
+export async function insertSession (db: Db, s: NewSession, token: NewRefreshToken): Promise<void> {
+  await db.insertInto('sessions').values({
+    id: s.id,
+    user_id: s.userId,
+    created_at: s.now,
+    last_used_at: s.now,
+    expires_at: s.expiresAt,
+    user_agent: s.userAgent,
+    ip: s.ip
+  }).execute()
+  await insertRefreshToken(db, token)
 }
 
 function insertRefreshToken (db: Db, t: NewRefreshToken) {

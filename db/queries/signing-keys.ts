@@ -17,10 +17,8 @@ export async function insertKey (db: Db, key: Insertable<SigningKeysTable>): Pro
   await db.insertInto('signing_keys').values(key).execute()
 }
 
-/** Adds a key and sets every other live key of its algorithm to retire at `retireAt`. */
-export function insertKeyRetiringOthers (db: Db, key: Insertable<SigningKeysTable>, retireAt: string): Promise<void> {
-  return db.transaction().execute(async (trx) => {
-    await trx.updateTable('signing_keys').set({ retired_at: retireAt }).where('algorithm', '=', key.algorithm).where('retired_at', 'is', null).execute()
-    await insertKey(trx, key)
-  })
+/** Adds a key and sets every other live key of its algorithm to retire at `retireAt`. Two statements: run it in the caller's transaction. */
+export async function insertKeyRetiringOthers (db: Db, key: Insertable<SigningKeysTable>, retireAt: string): Promise<void> {
+  await db.updateTable('signing_keys').set({ retired_at: retireAt }).where('algorithm', '=', key.algorithm).where('retired_at', 'is', null).execute()
+  await insertKey(db, key)
 }

@@ -1,4 +1,4 @@
-import { sql, type Kysely } from 'kysely'
+import { PostgresAdapter, sql, type Kysely } from 'kysely'
 import { prepared } from '../prepared.js'
 import type { Database, NewUser, UserRow, UserUpdate } from '../types.js'
 
@@ -35,15 +35,22 @@ export async function findUserByUsername (db: Db, username: string): Promise<Acc
   return toAccount((await accountByUsername(db, username.toLowerCase()))[0])
 }
 
-/** Creates a user with their roles, and what `alongside` writes of it (its audit event), together or not at all. */
-export function insertUser (db: Db, user: NewUser, roles: string[], alongside: (trx: Db, account: Account) => Promise<void> = async () => {}): Promise<Account> {
-  return db.transaction().execute(async (trx) => {
-    const row = await trx.insertInto('users').values(user).returningAll().executeTakeFirstOrThrow()
-    if (roles.length > 0) await trx.insertInto('user_roles').values(roles.map((role) => ({ user_id: row.id, role }))).execute()
-    const account = { ...row, roles: [...roles].sort() }
-    await alongside(trx, account)
-    return account
-  })
+/** Creates a user with their roles. Two statements: run it in the caller's transaction. */
+export async function insertUser (db: Db, user: NewUser, roles: string[]): Promise<Account> {
+  const row = await db.insertInto('users').values(user).returningAll().executeTakeFirstOrThrow()
+  if (roles.length > 0) await db.insertInto('user_roles').values(roles.map((role) => ({ user_id: row.id, role }))).execute()
+  return { ...row, roles: [...roles].sort() }
+}
+
+/**
+ * The account, read in `trx` so that no change of it lands between this read
+ * and the commit: on PostgreSQL its row is share-locked (a change of it waits
+ * for the commit, and one under way is waited for and then seen); SQLite runs
+ * one transaction at a time.
+ */
+export async function findUserLocked (trx: Db, id: string): Promise<Account | undefined> {
+  const locks = trx.getExecutor().adapter instanceof PostgresAdapter
+  return toAccount(await (locks ? accountQuery(trx).where('id', '=', id).forShare() : accountQuery(trx).where('id', '=', id)).executeTakeFirst())
 }
 
 export interface UserFilters {

@@ -1,4 +1,5 @@
 import { randomUUID } from 'node:crypto'
+import { hash } from '@node-rs/argon2'
 import type { FastifyInstance, InjectOptions } from 'fastify'
 import { sql } from 'kysely'
 import pg from 'pg'
@@ -118,6 +119,48 @@ for (const db of await databases(t)) {
       const u = await user()
       expectProblem(t, await refused({ method: 'DELETE', url: '/api/v1/users/me/sessions', headers: bearer(u.first.access_token) }), 500, 'INTERNAL_ERROR')
       t.ok(await alive(u.other), 'the other session lives')
+    })
+
+    t.test('sign-in: the renewed password hash, the session and the event together', async (t) => {
+      const u = await user()
+      // A hash made with other argon2 parameters: the sign-in renews it in its change.
+      const oldHash = await hash(GOOD_PASSWORD, { memoryCost: 19456 * 2, timeCost: 2, parallelism: 1 })
+      await app.db.updateTable('users').set({ password_hash: oldHash }).where('id', '=', u.id).execute()
+      const sessions = async () => (await app.db.selectFrom('sessions').select('id').where('user_id', '=', u.id).execute()).length
+      const before = await sessions()
+      expectProblem(t, await refused({ method: 'POST', url: '/api/v1/auth/login', payload: { email: u.email, password: GOOD_PASSWORD } }), 500, 'INTERNAL_ERROR')
+      t.equal(await sessions(), before, 'no session')
+      const row = await app.db.selectFrom('users').select('password_hash').where('id', '=', u.id).executeTakeFirstOrThrow()
+      t.equal(row.password_hash, oldHash, 'the hash is not renewed')
+      t.ok(await signsIn(u.email, GOOD_PASSWORD), 'it signs in now')
+      t.equal(await sessions(), before + 1, 'with one session more')
+    })
+
+    t.test('key rotation: the new key, the old keys\' retirement and the event together', async (t) => {
+      const keys = () => app.db.selectFrom('signing_keys').select(['kid', 'retired_at']).orderBy('kid').execute()
+      const before = await keys()
+      expectProblem(t, await refused({ method: 'POST', url: '/api/v1/admin/keys/rotate', headers: admin }), 500, 'INTERNAL_ERROR')
+      t.same(await keys(), before, 'no key added, none retired')
+      t.equal((await app.inject({ method: 'POST', url: '/api/v1/admin/keys/rotate', headers: admin })).statusCode, 200, 'it rotates now')
+      t.equal((await keys()).length, before.length + 1)
+    })
+
+    t.test('cli admin:promote: the role and the event together', async (t) => {
+      const u = await user()
+      await t.rejects(withAuditRefused(app, postgres, () => app.accounts.promoteAdmin(u.email)), /audit refused/)
+      t.same(json(await app.inject({ url: `/api/v1/admin/users/${u.id}`, headers: admin })).roles, ['user'], 'not promoted')
+      t.equal(await app.accounts.promoteAdmin(u.email), 'promoted', 'it promotes now')
+    })
+
+    t.test('the built-in roles\' reset at start, and its event, together', async (t) => {
+      await app.db.insertInto('role_permissions').values({ role: 'user', permission: 'users:read' }).execute()
+      const granted = async () => (await app.db.selectFrom('role_permissions').select('permission').where('role', '=', 'user').execute()).map((r) => r.permission)
+      const env = { DATABASE_URL: db.url, KEY_ENCRYPTION_SECRET: KEY_SECRET }
+      await t.rejects(withAuditRefused(app, postgres, () => build(t, { env })), /audit refused/, 'a start that cannot record the reset fails')
+      t.same(await granted(), ['users:read'], 'the change was not half made: the permission is still there')
+      await build(t, { env })
+      t.same(await granted(), [], 'the next start resets it')
+      t.equal((await app.db.selectFrom('auth_events').select('id').where('type', '=', 'built_in_role_reset').execute()).length, 1, 'with its event')
     })
 
     t.test('admin: a role change, its voided tokens, its ended sessions and its events together', async (t) => {

@@ -1,5 +1,5 @@
 import t, { type Test } from 'tap'
-import { API_SECURITY_HEADERS } from '../../plugins/errors.js'
+import { API_SECURITY_HEADERS } from '../../plugins/external/errors.js'
 import { buildLogged, listen } from '../helper.js'
 import { parseResponse, rawExchange, type RawExchange } from '../raw-http.js'
 

@@ -3,7 +3,7 @@ import { existsSync, mkdtempSync, readdirSync, readFileSync, rmSync, statSync, w
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import t, { type Test } from 'tap'
-import { ConfigError, loadConfig } from '../../plugins/config.js'
+import { ConfigError, loadConfig } from '../../plugins/external/config.js'
 import { ConfigSchema } from '../../schemas/config.js'
 import { bearer, build, childEnv, signup, tempDir } from '../helper.js'
 

@@ -2,6 +2,8 @@ import { availableParallelism } from 'node:os'
 import { setTimeout as sleep } from 'node:timers/promises'
 import type { FastifyInstance, LightMyRequestResponse } from 'fastify'
 import t, { type Test } from 'tap'
+import { loadConfig } from '../../plugins/external/config.js'
+import { createPasswords } from '../../services/passwords.js'
 import { build, expectProblem, GOOD_PASSWORD, signup, uniqueEmail } from '../helper.js'
 
 const LOGIN = '/api/v1/auth/login'
@@ -84,8 +86,8 @@ t.test('heap above MAX_HEAP_USED_BYTES: every request but health and metrics is 
 })
 
 t.test('HASH_CONCURRENCY: one hash per CPU core by default (at most 4), or the number set', async (t) => {
-  t.equal((await build(t)).passwords.concurrency, Math.min(4, availableParallelism()), `${availableParallelism()} cores`)
-  t.equal((await build(t, { env: { HASH_CONCURRENCY: '3' } })).passwords.concurrency, 3)
+  t.equal(createPasswords(loadConfig({ DATABASE_URL: 'sqlite::memory:' })).concurrency, Math.min(4, availableParallelism()), `${availableParallelism()} cores`)
+  t.equal(createPasswords(loadConfig({ DATABASE_URL: 'sqlite::memory:', HASH_CONCURRENCY: '3' })).concurrency, 3)
 })
 
 t.test('password hashing is bounded: beyond HASH_QUEUE_LIMIT waiting, 503 at once', async (t) => {

@@ -1,7 +1,7 @@
 import { Writable } from 'node:stream'
 import pino from 'pino'
 import t from 'tap'
-import { requestLogger } from '../../plugins/logging.js'
+import { requestLogger } from '../../plugins/external/logging.js'
 
 /** A pino logger like the service's (redaction included) writing to an array, without the time. */
 function capture (level = 'info') {

@@ -1,5 +1,5 @@
 import t from 'tap'
-import { memoryStore } from '../../plugins/login-throttle.js'
+import { memoryStore } from '../../services/login-throttle.js'
 
 /** Failures allowed before the throttle answers. */
 const FREE = 5

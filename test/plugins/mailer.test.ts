@@ -2,7 +2,7 @@ import type { FastifyInstance } from 'fastify'
 import { simpleParser } from 'mailparser'
 import { SMTPServer } from 'smtp-server'
 import t, { type Test } from 'tap'
-import { ConfigError, loadConfig } from '../../plugins/config.js'
+import { ConfigError, loadConfig } from '../../plugins/external/config.js'
 import { buildLogged, databases, freePort, GOOD_PASSWORD, json, metricValue, uniqueEmail } from '../helper.js'
 import { tokenIn, type ReceivedMail } from '../mailbox.js'
 

@@ -4,7 +4,7 @@ import { writeFileSync } from 'node:fs'
 import { join } from 'node:path'
 import type { FastifyInstance } from 'fastify'
 import t from 'tap'
-import { ConfigError, loadConfig } from '../../plugins/config.js'
+import { ConfigError, loadConfig } from '../../plugins/external/config.js'
 import { bearer, build, childEnv, databases, json, login, signup, tempDir, tempSqliteUrl, uniqueEmail } from '../helper.js'
 
 const ROOT = join(import.meta.dirname, '..', '..')

@@ -1,6 +1,6 @@
 import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox'
 import { Type } from 'typebox'
-import { actorOf } from '../../../../plugins/admin.js'
+import { actorOf } from '../../../../services/admin.js'
 import { RoleCreateSchema, RoleParamsSchema, RoleUpdateSchema } from '../../../../schemas/admin.js'
 import { problems } from '../../../../schemas/problem.js'
 

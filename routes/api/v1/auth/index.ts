@@ -2,7 +2,7 @@ import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox'
 import { Type } from 'typebox'
 import { LoginBodySchema, LogoutBodySchema, RefreshBodySchema, SignupBodySchema } from '../../../../schemas/auth.js'
 import { problems } from '../../../../schemas/problem.js'
-import { clientOf } from '../../../../plugins/sessions.js'
+import { clientOf } from '../../../../services/clients.js'
 
 const auth: FastifyPluginAsyncTypebox = async (fastify) => {
   fastify.post('/signup', {

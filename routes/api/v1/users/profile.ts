@@ -1,6 +1,6 @@
 import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox'
 import { Type } from 'typebox'
-import { clientOf } from '../../../../plugins/sessions.js'
+import { clientOf } from '../../../../services/clients.js'
 import { problems } from '../../../../schemas/problem.js'
 import { AccountDeleteBodySchema, ProfileUpdateBodySchema } from '../../../../schemas/users.js'
 

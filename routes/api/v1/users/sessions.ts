@@ -3,7 +3,7 @@ import { Type } from 'typebox'
 import { problems } from '../../../../schemas/problem.js'
 import { EndSessionsQuerySchema, SessionParamsSchema } from '../../../../schemas/users.js'
 import { Errors } from '../../../../services/errors.js'
-import { clientOf } from '../../../../plugins/sessions.js'
+import { clientOf } from '../../../../services/clients.js'
 
 const sessions: FastifyPluginAsyncTypebox = async (fastify) => {
   fastify.get('/me/sessions', {

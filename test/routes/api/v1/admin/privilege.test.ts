@@ -4,7 +4,7 @@ import t, { type Test } from 'tap'
 import app, { serverOptions } from '../../../../../app.js'
 import { insertSession } from '../../../../../db/queries/sessions.js'
 import { findUserById, insertUser } from '../../../../../db/queries/users.js'
-import { loadConfig } from '../../../../../plugins/config.js'
+import { loadConfig } from '../../../../../plugins/external/config.js'
 import { PERMISSIONS, type Permission } from '../../../../../schemas/permissions.js'
 import { bearer, build, databases, expectProblem, json, tempSqliteUrl, uniqueEmail } from '../../../../helper.js'
 

@@ -24,7 +24,7 @@ async function usersWithEmail (app: FastifyInstance, email: string) {
 }
 
 /** A common password from the service's own list, at least 8 characters long, in upper case. */
-const COMMON_UPPER = readFileSync(new URL('../../../../../plugins/common-passwords.txt', import.meta.url), 'utf8')
+const COMMON_UPPER = readFileSync(new URL('../../../../../services/common-passwords.txt', import.meta.url), 'utf8')
   .split('\n').filter((p) => p.length >= 8 && p !== 'password1').at(-1)!.toUpperCase()
 
 for (const db of databases) {

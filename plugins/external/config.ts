@@ -5,7 +5,7 @@ import { dirname, join } from 'node:path'
 import fp from 'fastify-plugin'
 import type { Static } from 'typebox'
 import { Value } from 'typebox/value'
-import { ConfigSchema, type Config } from '../schemas/config.js'
+import { ConfigSchema, type Config } from '../../schemas/config.js'
 
 declare module 'fastify' {
   interface FastifyInstance {

@@ -2,10 +2,10 @@ import { createHash, timingSafeEqual } from 'node:crypto'
 import type { FastifyRequest } from 'fastify'
 import fp from 'fastify-plugin'
 import { collectDefaultMetrics, Counter, Gauge, Histogram, Registry } from 'prom-client'
-import { countActiveSessions } from '../db/queries/sessions.js'
-import { bearerToken } from './authenticate.js'
-import { Errors } from '../services/errors.js'
-import type { Shared } from './redis.js'
+import { countActiveSessions } from '../../db/queries/sessions.js'
+import { bearerToken } from '../../services/access-tokens.js'
+import { Errors } from '../../services/errors.js'
+import type { Shared } from '../../services/redis.js'
 
 declare module 'fastify' {
   interface FastifyInstance {

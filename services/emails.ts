@@ -1,21 +1,19 @@
 import { createHash, randomBytes } from 'node:crypto'
-import type { FastifyInstance } from 'fastify'
-import fp from 'fastify-plugin'
 import { consumeOneTimeToken, findLiveOneTimeToken, replaceOneTimeToken, voidOneTimeTokens } from '../db/queries/one-time-tokens.js'
 import { findUserByEmail, findUserById, uniqueViolation, updateUser } from '../db/queries/users.js'
 import type { TokenPurpose, UserRow } from '../db/types.js'
-import { toPublicUser } from './accounts.js'
 import { addressOf, normalizeEmail } from './addresses.js'
-import { Errors } from '../services/errors.js'
+import type { Audit } from './audit.js'
+import type { Background } from './background.js'
+import type { ClientInfo } from './clients.js'
+import type { Base } from './context.js'
+import { Errors } from './errors.js'
+import { throttleKey, type LoginThrottle } from './login-throttle.js'
 import { templates } from './mail-templates.js'
-import { throttleKey } from './login-throttle.js'
-import type { ClientInfo } from './sessions.js'
-
-declare module 'fastify' {
-  interface FastifyInstance {
-    emails: Emails
-  }
-}
+import type { Mailer } from './mailer.js'
+import type { Passwords } from './passwords.js'
+import type { Sessions } from './sessions.js'
+import { toPublicUser } from './views.js'
 
 export type Emails = ReturnType<typeof createEmails>
 
@@ -27,13 +25,19 @@ const hashToken = (token: string) => createHash('sha256').update(token).digest('
  * newest of a kind voids the older. Requests that name an address answer the
  * same whether or not it has an account: their work runs in the background.
  */
-function createEmails (fastify: FastifyInstance) {
-  const { db, config, mailer, background, passwords, sessions, audit, loginThrottle } = fastify
+export function createEmails ({ db, clock, config, mailer, background, passwords, sessions, audit, loginThrottle }: Pick<Base, 'db' | 'clock' | 'config'> & {
+  mailer: Mailer
+  background: Background
+  passwords: Passwords
+  sessions: Sessions
+  audit: Audit
+  loginThrottle: LoginThrottle
+}) {
   const link = (template: string, token: string) => template.replace('{token}', encodeURIComponent(token))
 
   /** Makes a token for the user (voiding older ones of its purpose) and returns it, or null when one went out too recently. */
   async function issue (user: UserRow, purpose: TokenPurpose, email: string, ttl: number, throttle: boolean): Promise<string | null> {
-    const now = fastify.now()
+    const now = clock()
     const token = randomBytes(32).toString('base64url')
     const notSince = throttle ? new Date(now.getTime() - config.EMAIL_RESEND_INTERVAL_SECONDS * 1000).toISOString() : undefined
     const made = await replaceOneTimeToken(db, { hash: hashToken(token), userId: user.id, purpose, email, now: now.toISOString(), expiresAt: new Date(now.getTime() + ttl * 1000).toISOString() }, notSince)
@@ -69,7 +73,7 @@ function createEmails (fastify: FastifyInstance) {
 
     /** Verifies an address: the account's own (after signup) or a new one it asked for. */
     async verify (token: string, client: ClientInfo) {
-      const now = fastify.now().toISOString()
+      const now = clock().toISOString()
       // One change: the token spent, the account updated and the event written, or none of them.
       const { user, updated, changedFrom } = await db.transaction().execute(async (trx) => {
         const row = await consumeOneTimeToken(trx, hashToken(token), ['verify_email', 'change_email'], now)
@@ -111,13 +115,13 @@ function createEmails (fastify: FastifyInstance) {
     /** Sets a new password with a reset token; every session of the user ends. */
     async reset (token: string, newPassword: string, client: ClientInfo): Promise<void> {
       const hash = hashToken(token)
-      const pending = await findLiveOneTimeToken(db, hash, 'reset_password', fastify.now().toISOString())
+      const pending = await findLiveOneTimeToken(db, hash, 'reset_password', clock().toISOString())
       const owner = pending && await findUserById(db, pending.user_id)
       if (!owner || owner.disabled) throw new Errors.InvalidToken()
       // The policy is checked before the token is spent, so a weak choice can be corrected with the same link.
       passwords.enforce(newPassword, owner)
       const passwordHash = await passwords.hash(newPassword)
-      const now = fastify.now().toISOString()
+      const now = clock().toISOString()
       // One change: a password set while the other sessions live on would leave a thief signed in.
       await sessions.announce(await db.transaction().execute(async (trx) => {
         const row = await consumeOneTimeToken(trx, hash, ['reset_password'], now)
@@ -151,7 +155,3 @@ function createEmails (fastify: FastifyInstance) {
     }
   }
 }
-
-export default fp(async function emails (fastify) {
-  fastify.decorate('emails', createEmails(fastify))
-}, { name: 'emails', dependencies: ['config', 'db', 'mailer', 'background', 'passwords', 'sessions', 'audit', 'login-throttle'] })

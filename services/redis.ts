@@ -1,23 +1,10 @@
-import type { FastifyBaseLogger } from 'fastify'
-import fp from 'fastify-plugin'
 import type { Redis } from 'ioredis'
-
-declare module 'fastify' {
-  interface FastifyInstance {
-    /** The shared Redis connection when REDIS_URL is set; null for a single instance. */
-    redis: Redis | null
-    /** Runs work on Redis while it answers, else on this instance's memory; counts the fallbacks. */
-    shared: Shared
-  }
-}
+import type { Log } from './context.js'
 
 /** What falls back to this instance's memory while Redis is away. */
 export type SharedUse = 'rate_limit' | 'login_throttle' | 'revocation_publish'
 
 export type Shared = ReturnType<typeof createShared>
-
-/** How often a lost connection is tried again: Redis back means replicas in step again within about this. */
-const RECONNECT_MS = 250
 
 /** Closes a connection: politely (QUIT) when Redis answers, else by dropping it, so shutdown never fails on a Redis outage. */
 export async function closeRedis (client: Redis): Promise<void> {
@@ -30,7 +17,7 @@ export async function closeRedis (client: Redis): Promise<void> {
  * instance's memory otherwise (counted, per use). The log says once that
  * Redis is gone and once that it is back.
  */
-function createShared (redis: Redis | null, log: FastifyBaseLogger) {
+export function createShared (redis: Redis | null, log: Log) {
   const fallbacks = new Map<SharedUse, number>()
   // Logged on a change only: ioredis reports every failed reconnection, several a second.
   let state: 'starting' | 'up' | 'down' | 'closing' = 'starting'
@@ -80,7 +67,7 @@ function createShared (redis: Redis | null, log: FastifyBaseLogger) {
  * catches up on what was published while it was not listening. It does not
  * wait for Redis: the service starts and serves without it.
  */
-export function listen (redis: Redis, channel: string, log: FastifyBaseLogger,
+export function listen (redis: Redis, channel: string, log: Log,
   onMessage: (message: string) => void, onSubscribed: () => Promise<void>): Redis {
   const subscriber = redis.duplicate({ autoResubscribe: false, commandTimeout: undefined })
   subscriber.on('error', () => {}) // the shared connection logs Redis going and coming back
@@ -92,33 +79,3 @@ export function listen (redis: Redis, channel: string, log: FastifyBaseLogger,
   subscriber.connect().catch(() => {}) // retried by ioredis until it connects
   return subscriber
 }
-
-export default fp(async function redis (fastify) {
-  const { REDIS_URL: url, REDIS_TIMEOUT_MS: timeout } = fastify.config
-  if (!url) {
-    fastify.decorate('redis', null)
-    fastify.decorate('shared', createShared(null, fastify.log))
-    return
-  }
-  // Loaded only when used: a single instance does without it.
-  const { Redis } = await import('ioredis')
-  const client = new Redis(url, {
-    lazyConnect: true,
-    connectTimeout: 1000,
-    commandTimeout: timeout,
-    // While Redis is away a command fails at once (and its caller falls back) instead of waiting in a queue.
-    enableOfflineQueue: false,
-    maxRetriesPerRequest: 0,
-    retryStrategy: () => RECONNECT_MS
-  })
-  // Every failed reconnection is an error event: the transitions are logged once each (createShared).
-  client.on('error', () => {})
-  const shared = createShared(client, fastify.log)
-  await client.connect().catch(() => shared.unreachable())
-  fastify.decorate('redis', client)
-  fastify.decorate('shared', shared)
-  fastify.addHook('onClose', () => {
-    shared.closing()
-    return closeRedis(client)
-  })
-}, { name: 'redis', dependencies: ['config'] })

@@ -1,31 +1,21 @@
 import { randomUUID } from 'node:crypto'
-import type { FastifyInstance, FastifyRequest } from 'fastify'
-import fp from 'fastify-plugin'
 import type { Kysely } from 'kysely'
 import { findRefreshToken, insertSession, listLiveSessions, revokeSessions, rotateRefreshToken, touchSession, type RefreshTokenWithSession } from '../db/queries/sessions.js'
 import { voidAllOneTimeTokens } from '../db/queries/one-time-tokens.js'
 import { findUserById, type Account } from '../db/queries/users.js'
 import type { Database, SessionRow } from '../db/types.js'
-import { clientIp } from './client-ip.js'
-import { Errors } from '../services/errors.js'
-import type { Revoked } from './revocations.js'
-
-declare module 'fastify' {
-  interface FastifyInstance {
-    sessions: Sessions
-  }
-}
+import type { AccessTokens } from './access-tokens.js'
+import type { Audit } from './audit.js'
+import type { ClientInfo } from './clients.js'
+import type { Base } from './context.js'
+import { Errors } from './errors.js'
+import type { RefreshTokens } from './refresh-tokens.js'
+import type { Revocations, Revoked } from './revocations.js'
 
 export type Sessions = ReturnType<typeof createSessions>
 
 /** Sessions ended within a change, to announce once it has committed. */
 export type Ended = Revoked & { reason: string }
-
-/** Where a request came from, kept on its session and in audit events. */
-export interface ClientInfo {
-  ip: string | null
-  userAgent: string | null
-}
 
 export interface IssuedTokens {
   access_token: string
@@ -34,20 +24,18 @@ export interface IssuedTokens {
   refresh_token: string
 }
 
-export const clientOf = (request: FastifyRequest): ClientInfo => ({
-  ip: clientIp(request),
-  // Without control characters (C0, DEL, C1): they would reach whoever reads the sessions and events in a terminal or a log viewer.
-  userAgent: request.headers['user-agent']?.replace(/[\u0000-\u001f\u007f-\u009f]/g, '').slice(0, 512) ?? null // eslint-disable-line no-control-regex
-})
-
 const later = (from: Date, seconds: number) => new Date(from.getTime() + seconds * 1000).toISOString()
 const isPast = (time: Date | string, now: Date) => new Date(time).getTime() <= now.getTime()
 /** How many rotations a racing request may follow to reach the session's current token. */
 const MAX_GRACE_HOPS = 8
 
-function createSessions (fastify: FastifyInstance) {
-  const { db, tokens, config, revocations, audit, metrics } = fastify
-
+export function createSessions ({ db, clock, config, tokens, revocations, audit, counted }: Pick<Base, 'db' | 'clock' | 'config'> & {
+  tokens: Pick<AccessTokens, 'signAccessToken' | 'accessTtl'> & RefreshTokens
+  revocations: Revocations
+  audit: Audit
+  /** Told of ended sessions and of refresh-token theft (the metrics). */
+  counted: { revoked: (reason: string, sessions: number) => void, refreshReused: () => void }
+}) {
   /** The pair for a session; the access token carries the roles read with the user's row. */
   async function issue (user: Account, sessionId: string, refreshToken: string): Promise<IssuedTokens> {
     return {
@@ -65,7 +53,7 @@ function createSessions (fastify: FastifyInstance) {
    * `sessions_ended` event. `announce` the result once `trx` has committed.
    */
   async function endWithin (trx: Kysely<Database>, userId: string, reason: string, opts: { only?: string, except?: string } = {}, client?: ClientInfo): Promise<Ended> {
-    const now = fastify.now().toISOString()
+    const now = clock().toISOString()
     // Every session at once means the credentials changed or are in doubt: a change of address or a
     // reset asked for before must not outlive that (someone who knew the old password may have asked).
     if (opts.only === undefined) await voidAllOneTimeTokens(trx, userId, now)
@@ -79,7 +67,7 @@ function createSessions (fastify: FastifyInstance) {
   /** Once the change that ended them has committed: the sessions' tokens stop here and on every replica. */
   async function announce (ended: Ended): Promise<void> {
     await revocations.announce(ended)
-    metrics.revocations.inc({ reason: ended.reason }, ended.ids.length)
+    counted.revoked(ended.reason, ended.ids.length)
   }
 
   /** Ends sessions in a change of their own (see endWithin); returns their ids. */
@@ -100,7 +88,7 @@ function createSessions (fastify: FastifyInstance) {
     // Theft when rotated more than the grace ago; with a grace of 0, any replay at all.
     const grace = config.REFRESH_REUSE_GRACE_SECONDS * 1000
     if (grace === 0 || now.getTime() - rotatedAt.getTime() > grace) {
-      metrics.refreshReuse.inc()
+      counted.refreshReused()
       await announce(await db.transaction().execute(async (trx) => {
         const ended = await endWithin(trx, row.user_id, 'refresh_token_reused', { only: row.session_id })
         await audit.record({ type: 'refresh_token_reused', userId: row.user_id, sessionId: row.session_id, client, detail: { rotated_at: rotatedAt.toISOString(), session_ended: ended.ids.length > 0 } }, trx)
@@ -129,27 +117,27 @@ function createSessions (fastify: FastifyInstance) {
     announce,
 
     /**
-     * Signs a user in: a new session, its first refresh token and an access
-     * token. `confirm`, given the new session's id, reads the user again (or
-     * throws) once the session exists; the token carries what it returns.
+     * A new session of the user and its first refresh token, written in `trx`
+     * (the sign-in's change); `issue` its tokens once that has committed.
      */
-    async start (user: Account, client: ClientInfo, confirm: (sessionId: string) => Promise<Account> = async () => user): Promise<{ tokens: IssuedTokens, user: Account }> {
-      const now = fastify.now()
+    async startWithin (trx: Kysely<Database>, userId: string, client: ClientInfo): Promise<{ sessionId: string, refreshToken: string }> {
+      const now = clock()
       const id = randomUUID()
       const refresh = tokens.newRefreshToken()
-      await insertSession(db,
-        { id, userId: user.id, now: now.toISOString(), expiresAt: later(now, config.SESSION_MAX_AGE_SECONDS), userAgent: client.userAgent, ip: client.ip },
+      await insertSession(trx,
+        { id, userId, now: now.toISOString(), expiresAt: later(now, config.SESSION_MAX_AGE_SECONDS), userAgent: client.userAgent, ip: client.ip },
         { hash: refresh.hash, sessionId: id, now: now.toISOString(), expiresAt: later(now, config.REFRESH_TOKEN_TTL_SECONDS) })
-      const confirmed = await confirm(id)
-      return { tokens: await issue(confirmed, id, refresh.token), user: confirmed }
+      return { sessionId: id, refreshToken: refresh.token }
     },
+
+    issue,
 
     /** Trades a refresh token for a new pair. The old token stops working (see `replay` for racing tabs and theft). */
     async refresh (refreshToken: string, client: ClientInfo): Promise<{ tokens: IssuedTokens, user: Account }> {
       const hash = tokens.hashRefreshToken(refreshToken)
       // Two passes at most: a request that loses the race to rotate reads the token again and is treated as a replay.
       for (let attempt = 0; attempt < 2; attempt++) {
-        const now = fastify.now()
+        const now = clock()
         const row = await findRefreshToken(db, hash)
         if (!row || row.revoked_at !== null) throw new Errors.InvalidRefreshToken()
         if (isPast(row.session_expires_at, now)) throw new Errors.SessionExpired()
@@ -168,7 +156,7 @@ function createSessions (fastify: FastifyInstance) {
 
     /** The user's sessions that can still be refreshed. */
     list (userId: string): Promise<SessionRow[]> {
-      return listLiveSessions(db, userId, fastify.now().toISOString())
+      return listLiveSessions(db, userId, clock().toISOString())
     },
 
     /** Ends one session of the user; false when they have no such live session. */
@@ -188,7 +176,3 @@ function createSessions (fastify: FastifyInstance) {
     }
   }
 }
-
-export default fp(async function sessions (fastify) {
-  fastify.decorate('sessions', createSessions(fastify))
-}, { name: 'sessions', dependencies: ['config', 'db', 'tokens', 'revocations', 'audit', 'metrics'] })

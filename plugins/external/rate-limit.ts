@@ -2,9 +2,9 @@ import { createRequire } from 'node:module'
 import rateLimit, { type FastifyRateLimitStoreCtor } from '@fastify/rate-limit'
 import fp from 'fastify-plugin'
 import type { Redis } from 'ioredis'
-import { clientIp } from './client-ip.js'
-import { retryLater } from '../services/errors.js'
-import type { Shared } from './redis.js'
+import { clientIp } from '../../services/clients.js'
+import { retryLater } from '../../services/errors.js'
+import type { Shared } from '../../services/redis.js'
 
 declare module 'fastify' {
   interface FastifyInstance {
@@ -78,4 +78,4 @@ export default fp(async function limits (fastify) {
     enableDraftSpec: true,
     errorResponseBuilder: (_request, context) => retryLater('RateLimited', context.ttl / 1000)
   })
-}, { name: 'rate-limit', dependencies: ['config', 'redis', 'errors'] })
+}, { name: 'rate-limit', dependencies: ['config', 'redis', 'errors', 'security'] })

@@ -1,15 +1,9 @@
 import { createHash } from 'node:crypto'
-import type { FastifyInstance } from 'fastify'
-import fp from 'fastify-plugin'
 import type { Redis } from 'ioredis'
 import { LRUCache } from 'lru-cache'
-import { retryLater } from '../services/errors.js'
-
-declare module 'fastify' {
-  interface FastifyInstance {
-    loginThrottle: LoginThrottle
-  }
-}
+import type { Base, Clock } from './context.js'
+import { retryLater } from './errors.js'
+import type { Shared } from './redis.js'
 
 export type LoginThrottle = ReturnType<typeof createLoginThrottle>
 
@@ -127,9 +121,8 @@ export const throttleKey = (account: { id: string } | undefined, typed: string) 
  * so concurrent right passwords never see each other's pending count: only
  * failures add up.
  */
-function createLoginThrottle (fastify: FastifyInstance) {
-  const { redis, shared, config } = fastify
-  const memory = memoryStore(fastify.now)
+export function createLoginThrottle ({ config, clock, redis, shared }: Pick<Base, 'config'> & { clock: Clock, redis: Redis | null, shared: Shared }) {
+  const memory = memoryStore(clock)
   const remote = redis && redisStore(redis, `${config.REDIS_KEY_PREFIX}login-failures:`)
   // With Redis away the count goes on in this instance's memory: per replica, but never unthrottled.
   const store: Store = remote
@@ -163,7 +156,3 @@ function createLoginThrottle (fastify: FastifyInstance) {
     forget: (key: string) => store.delete(key)
   }
 }
-
-export default fp(async function loginThrottle (fastify) {
-  fastify.decorate('loginThrottle', createLoginThrottle(fastify))
-}, { name: 'login-throttle', dependencies: ['config', 'redis'] })

@@ -1,6 +1,6 @@
 import underPressure from '@fastify/under-pressure'
 import fp from 'fastify-plugin'
-import { retryLater } from '../services/errors.js'
+import { retryLater } from '../../services/errors.js'
 
 declare module 'fastify' {
   interface FastifyContextConfig {
@@ -28,4 +28,4 @@ export default fp(async function loadShedding (fastify) {
       throw retryLater('Overloaded', 5)
     }
   })
-}, { name: 'load-shedding', dependencies: ['config', 'errors'] })
+}, { name: 'load-shedding', dependencies: ['config', 'errors', 'security'] })

@@ -1,41 +1,28 @@
 import { randomUUID } from 'node:crypto'
-import type { FastifyInstance } from 'fastify'
-import fp from 'fastify-plugin'
 import { addUserRole } from '../db/queries/roles.js'
-import { deleteUser, findUserByEmail, findUserById, findUserByUsername, insertUser, uniqueViolation, updateUser, type Account } from '../db/queries/users.js'
-import type { UserRow } from '../db/types.js'
+import { deleteUser, findUserByEmail, findUserById, findUserByUsername, findUserLocked, insertUser, uniqueViolation, updateUser, type Account } from '../db/queries/users.js'
 import type { User } from '../schemas/common.js'
 import { addressOf, normalizeEmail, normalizeUsername } from './addresses.js'
-import { Errors } from '../services/errors.js'
-import { throttleKey } from './login-throttle.js'
-import type { AuditEvent } from './audit.js'
-import type { ClientInfo, IssuedTokens } from './sessions.js'
-
-declare module 'fastify' {
-  interface FastifyInstance {
-    accounts: Accounts
-  }
-}
+import type { Audit, AuditEvent } from './audit.js'
+import type { ClientInfo } from './clients.js'
+import type { Base } from './context.js'
+import type { Emails } from './emails.js'
+import { Errors } from './errors.js'
+import { throttleKey, type LoginThrottle } from './login-throttle.js'
+import type { Passwords } from './passwords.js'
+import type { IssuedTokens, Sessions } from './sessions.js'
+import { toPublicUser } from './views.js'
 
 export type Accounts = ReturnType<typeof createAccounts>
 export type TokenResponse = IssuedTokens & { user: User }
 
-/** The public face of a user: what the User schema lets out. */
-export function toPublicUser (row: UserRow, roles: string[]): User {
-  return {
-    id: row.id,
-    email: row.email,
-    username: row.username,
-    email_verified: Boolean(row.email_verified),
-    roles,
-    created_at: new Date(row.created_at).toISOString(),
-    updated_at: new Date(row.updated_at).toISOString()
-  }
-}
-
-function createAccounts (fastify: FastifyInstance) {
-  const { db, passwords, sessions, emails, config, audit, loginThrottle } = fastify
-
+export function createAccounts ({ db, clock, config, passwords, sessions, emails, audit, loginThrottle }: Pick<Base, 'db' | 'clock' | 'config'> & {
+  passwords: Passwords
+  sessions: Sessions
+  emails: Emails
+  audit: Audit
+  loginThrottle: LoginThrottle
+}) {
   /** A user as the API shows them, with their roles as they were read with the row. */
   const present = (account: Account): User => toPublicUser(account, account.roles)
 
@@ -52,19 +39,22 @@ function createAccounts (fastify: FastifyInstance) {
   }
 
   /**
-   * A new session for the user. Roles and status are read again once the
-   * session exists: an admin change that landed while the password was being
-   * checked either shows here, or ends this session after it (the admin's
-   * change writes first, then ends sessions), so no token outlives it.
+   * Signs the user in, in one change: the account read again and held (a
+   * change of its roles, status or password waits for the commit, or has
+   * landed and is seen), the password hash renewed if it is outdated, the
+   * session and its event. The token carries the roles read here.
    */
-  async function signedIn (user: Account, client: ClientInfo): Promise<TokenResponse> {
-    const started = await sessions.start(user, client, async (sessionId) => {
-      const now = await findUserById(db, user.id)
-      if (now && !now.disabled) return now
-      await sessions.end(user.id, sessionId, 'user_disabled')
-      throw new Errors.InvalidCredentials()
+  async function signIn (user: Account, client: ClientInfo, renewedHash: string | null): Promise<TokenResponse> {
+    const { account, sessionId, refreshToken } = await db.transaction().execute(async (trx) => {
+      const account = await findUserLocked(trx, user.id)
+      // Disabled, or the password changed, since it was checked: the sign-in fails like a wrong password.
+      if (!account || account.disabled || account.password_hash !== user.password_hash) throw new Errors.InvalidCredentials()
+      if (renewedHash) await updateUser(trx, account.id, { password_hash: renewedHash })
+      const started = await sessions.startWithin(trx, account.id, client)
+      await audit.record({ type: 'login_succeeded', userId: account.id, sessionId: started.sessionId, client }, trx)
+      return { account, ...started }
     })
-    return { ...started.tokens, user: present(started.user) }
+    return { ...await sessions.issue(account, sessionId, refreshToken), user: present(account) }
   }
 
   /** The user behind a verified access token; a deleted or disabled one is no longer anyone. */
@@ -85,6 +75,8 @@ function createAccounts (fastify: FastifyInstance) {
    */
   async function remove (userId: string, reason: string, event: AuditEvent): Promise<boolean> {
     const { ended, deleted } = await db.transaction().execute(async (trx) => {
+      // The row locked first: a sign-in under way commits its session before the sessions are ended, or fails after.
+      await updateUser(trx, userId, { updated_at: clock().toISOString() })
       const ended = await sessions.endWithin(trx, userId, reason)
       const deleted = await deleteUser(trx, userId)
       if (deleted) await audit.record(event, trx)
@@ -103,11 +95,15 @@ function createAccounts (fastify: FastifyInstance) {
     const email = addressOf(rawEmail, 'email')
     if (await findUserByEmail(db, email)) return 'exists'
     passwords.enforce(password, { email })
-    const now = fastify.now().toISOString()
+    const now = clock().toISOString()
     try {
-      await unique(passwords.hash(password).then((passwordHash) => insertUser(db, {
-        id: randomUUID(), email, username: null, password_hash: passwordHash, email_verified: 1, disabled: 0, created_at: now, updated_at: now
-      }, ['user', 'admin'], (trx, user) => audit.record({ type: 'signup', userId: user.id, detail: { by: 'bootstrap', roles: ['user', 'admin'] } }, trx))))
+      const passwordHash = await passwords.hash(password)
+      await unique(db.transaction().execute(async (trx) => {
+        const user = await insertUser(trx, {
+          id: randomUUID(), email, username: null, password_hash: passwordHash, email_verified: 1, disabled: 0, created_at: now, updated_at: now
+        }, ['user', 'admin'])
+        await audit.record({ type: 'signup', userId: user.id, detail: { by: 'bootstrap', roles: ['user', 'admin'] } }, trx)
+      }))
     } catch (err) {
       // Replicas starting together: another one created it first.
       if (err instanceof Errors.EmailTaken) return 'exists'
@@ -121,8 +117,10 @@ function createAccounts (fastify: FastifyInstance) {
     const user = await findUserByEmail(db, addressOf(rawEmail, 'email'))
     if (!user) return 'not_found'
     if (user.roles.includes('admin')) return 'unchanged'
-    await addUserRole(db, user.id, 'admin')
-    await audit.record({ type: 'role_changed', userId: user.id, detail: { added: ['admin'], removed: [], by: 'operator' } })
+    await db.transaction().execute(async (trx) => {
+      await addUserRole(trx, user.id, 'admin')
+      await audit.record({ type: 'role_changed', userId: user.id, detail: { added: ['admin'], removed: [], by: 'operator' } }, trx)
+    })
     return 'promoted'
   }
 
@@ -147,12 +145,19 @@ function createAccounts (fastify: FastifyInstance) {
       // The username first, whatever the address: which unique index the database checks
       // first differs (PostgreSQL: email, SQLite: username), and must not tell whether the address is taken.
       if (username !== null && await findUserByUsername(db, username)) throw new Errors.UsernameTaken()
-      const now = fastify.now().toISOString()
-      let user: Account
+      const now = clock().toISOString()
+      const passwordHash = await passwords.hash(input.password)
+      let created: { user: Account, session: { sessionId: string, refreshToken: string } | null }
       try {
-        user = await unique(passwords.hash(input.password).then((passwordHash) => insertUser(db, {
-          id: randomUUID(), email, username, password_hash: passwordHash, email_verified: 0, disabled: 0, created_at: now, updated_at: now
-        }, ['user'], (trx, user) => audit.record({ type: 'signup', userId: user.id, client }, trx))))
+        // One change: the account, its roles, its first session (unless it must verify first) and the event.
+        created = await unique(db.transaction().execute(async (trx) => {
+          const user = await insertUser(trx, {
+            id: randomUUID(), email, username, password_hash: passwordHash, email_verified: 0, disabled: 0, created_at: now, updated_at: now
+          }, ['user'])
+          const session = config.REQUIRE_EMAIL_VERIFICATION ? null : await sessions.startWithin(trx, user.id, client)
+          await audit.record({ type: 'signup', userId: user.id, sessionId: session?.sessionId ?? null, client }, trx)
+          return { user, session }
+        }))
       } catch (err) {
         if (!(err instanceof Errors.EmailTaken) || !config.REQUIRE_EMAIL_VERIFICATION) throw err
         // Both taken, the username since the check above: answer for the username, as then.
@@ -160,8 +165,9 @@ function createAccounts (fastify: FastifyInstance) {
         emails.signupAttempted(email)
         return null
       }
+      const { user, session } = created
       emails.welcome(user)
-      return config.REQUIRE_EMAIL_VERIFICATION ? null : signedIn(user, client)
+      return session && { ...await sessions.issue(user, session.sessionId, session.refreshToken), user: present(user) }
     },
 
     /**
@@ -191,11 +197,7 @@ function createAccounts (fastify: FastifyInstance) {
         await audit.record({ type: 'login_failed', userId: user!.id, client, detail: { reason: 'email_not_verified' } })
         throw new Errors.EmailNotVerified()
       }
-      if (passwords.needsRehash(user!.password_hash)) {
-        await updateUser(db, user!.id, { password_hash: await passwords.hash(input.password) })
-      }
-      await audit.record({ type: 'login_succeeded', userId: user!.id, client })
-      return signedIn(user!, client)
+      return signIn(user!, client, passwords.needsRehash(user!.password_hash) ? await passwords.hash(input.password) : null)
     },
 
     /** Changes the password and ends every other session of the user (pending mail tokens die with them). */
@@ -207,7 +209,7 @@ function createAccounts (fastify: FastifyInstance) {
       const passwordHash = await passwords.hash(newPassword)
       // One change: a password changed while the other sessions live on would leave a thief signed in.
       await sessions.announce(await db.transaction().execute(async (trx) => {
-        await updateUser(trx, user.id, { password_hash: passwordHash, updated_at: fastify.now().toISOString() })
+        await updateUser(trx, user.id, { password_hash: passwordHash, updated_at: clock().toISOString() })
         const ended = await sessions.endWithin(trx, user.id, 'password_changed', { except: sessionId })
         await audit.record({ type: 'password_changed', userId: user.id, sessionId, client }, trx)
         return ended
@@ -217,7 +219,7 @@ function createAccounts (fastify: FastifyInstance) {
     async updateProfile (userId: string, changes: { username: string | null }): Promise<User> {
       const { roles } = await current(userId)
       const username = changes.username === null ? null : normalizeUsername(changes.username)
-      const user = await unique(updateUser(db, userId, { username, updated_at: fastify.now().toISOString() }))
+      const user = await unique(updateUser(db, userId, { username, updated_at: clock().toISOString() }))
       if (!user) throw new Errors.InvalidAccessToken()
       return present({ ...user, roles })
     },
@@ -234,16 +236,14 @@ function createAccounts (fastify: FastifyInstance) {
   }
 }
 
-export default fp(async function accounts (fastify) {
-  const accounts = createAccounts(fastify)
-  fastify.decorate('accounts', accounts)
-  const { ADMIN_EMAIL, ADMIN_PASSWORD } = fastify.config
-  if (ADMIN_EMAIL && ADMIN_PASSWORD) {
-    const outcome = await accounts.createAdmin(ADMIN_EMAIL, ADMIN_PASSWORD)
-    if (outcome === 'created') fastify.log.info('first admin created from ADMIN_EMAIL')
-    // Someone may have signed up with the address first: never promote it on our own.
-    else if (!(await findUserByEmail(fastify.db, normalizeEmail(ADMIN_EMAIL)))?.roles.includes('admin')) {
-      fastify.log.error('ADMIN_EMAIL belongs to an account that is not an admin; it was NOT promoted. If it is yours, run `cli admin:promote --email <address>`.')
-    }
+/** At start: the admin of ADMIN_EMAIL, if set. Never promotes someone else's account; says so loudly. */
+export async function ensureFirstAdmin (accounts: Accounts, { config, db, log }: Pick<Base, 'config' | 'db' | 'log'>): Promise<void> {
+  const { ADMIN_EMAIL, ADMIN_PASSWORD } = config
+  if (!ADMIN_EMAIL || !ADMIN_PASSWORD) return
+  const outcome = await accounts.createAdmin(ADMIN_EMAIL, ADMIN_PASSWORD)
+  if (outcome === 'created') log.info('first admin created from ADMIN_EMAIL')
+  // Someone may have signed up with the address first: never promote it on our own.
+  else if (!(await findUserByEmail(db, normalizeEmail(ADMIN_EMAIL)))?.roles.includes('admin')) {
+    log.error('ADMIN_EMAIL belongs to an account that is not an admin; it was NOT promoted. If it is yours, run `cli admin:promote --email <address>`.')
   }
-}, { name: 'accounts', dependencies: ['config', 'db', 'passwords', 'sessions', 'emails', 'audit', 'login-throttle'] })
+}

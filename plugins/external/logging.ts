@@ -1,6 +1,6 @@
 import type { FastifyBaseLogger, FastifyReply, FastifyRequest } from 'fastify'
 import fp from 'fastify-plugin'
-import { clientIp } from './client-ip.js'
+import { clientIp } from '../../services/clients.js'
 
 type Level = 'fatal' | 'error' | 'warn' | 'info' | 'debug' | 'trace'
 type Bindings = Record<string, unknown>
@@ -51,6 +51,7 @@ export function logRequest (request: FastifyRequest, reply: FastifyReply) {
     route: request.routeOptions.url ?? null,
     status: reply.statusCode,
     duration_ms: Math.round(reply.elapsedTime * 100) / 100,
+    // Set by the service's authentication (plugins/app/authenticate.ts) when the route asked for it.
     user_id: request.auth?.userId ?? null,
     ip: clientIp(request)
   }, 'request')
@@ -64,4 +65,4 @@ export default fp(async function logging (fastify) {
     logRequest(request, reply)
     done()
   })
-}, { name: 'logging', dependencies: ['config', 'authenticate'] })
+}, { name: 'logging' })

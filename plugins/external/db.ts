@@ -1,7 +1,7 @@
 import fp from 'fastify-plugin'
 import type { Kysely } from 'kysely'
-import { migrateToLatest, openDatabase } from '../db/connect.js'
-import type { Database } from '../db/types.js'
+import { migrateToLatest, openDatabase } from '../../db/connect.js'
+import type { Database } from '../../db/types.js'
 
 declare module 'fastify' {
   interface FastifyInstance {

@@ -3,7 +3,7 @@ import type { FastifyError, FastifyReply, FastifyRequest } from 'fastify'
 import fp from 'fastify-plugin'
 import helmet, { type HelmetOptions } from 'helmet'
 import secureJson from 'secure-json-parse'
-import { Errors } from '../services/errors.js'
+import { Errors } from '../../services/errors.js'
 import { API_SECURITY_HEADERS } from './errors.js'
 
 function forbiddenKey (key: string): FastifyError {

@@ -3,11 +3,11 @@ import { STATUS_CODES } from 'node:http'
 import type { Socket } from 'node:net'
 import type { ConnectionError, FastifyError, FastifyInstance, FastifyReply, FastifyRequest } from 'fastify'
 import fp from 'fastify-plugin'
-import { databaseUnavailable } from '../db/connect.js'
+import { databaseUnavailable } from '../../db/connect.js'
 import FindMyWay, { type HTTPMethod } from 'find-my-way'
-import { Errors, retryLater } from '../services/errors.js'
+import { Errors, retryLater } from '../../services/errors.js'
 import { logRequest } from './logging.js'
-import type { Problem } from '../schemas/problem.js'
+import type { Problem } from '../../schemas/problem.js'
 
 declare module 'fastify' {
   interface FastifyRequest {

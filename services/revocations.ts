@@ -1,16 +1,10 @@
-import type { FastifyInstance } from 'fastify'
-import fp from 'fastify-plugin'
+import type { Redis } from 'ioredis'
 import type { Kysely } from 'kysely'
 import { insertRevocations, lastSignedAt, listRevocations, pruneRevocations } from '../db/queries/revocations.js'
 import type { Database } from '../db/types.js'
-import { closeRedis, listen } from './redis.js'
-import { CLOCK_SKEW_SECONDS } from '../services/access-tokens.js'
-
-declare module 'fastify' {
-  interface FastifyInstance {
-    revocations: Revocations
-  }
-}
+import { CLOCK_SKEW_SECONDS } from './access-tokens.js'
+import { every, type Base } from './context.js'
+import { closeRedis, listen, type Shared } from './redis.js'
 
 /** Sessions whose revocation is written, and until when it must hold (ms, see `write`). */
 export interface Revoked { ids: string[], until: number }
@@ -55,8 +49,7 @@ const KEEP_IN_DATABASE_MS = 3_600_000
  * then keeps the entry until that token's `exp` (a token is nearly always
  * used at once, while the entry is alive).
  */
-async function createRevocations (fastify: FastifyInstance) {
-  const { db, config, redis } = fastify
+export async function createRevocations ({ db, clock, config, log, redis, shared }: Base & { redis: Redis | null, shared: Shared }) {
   const channel = `${config.REDIS_KEY_PREFIX}revocations`
   const revoked = new Map<string, number>() // session id -> until (ms), see above
   const lifetimeMs = config.ACCESS_TOKEN_TTL_SECONDS * 1000
@@ -74,30 +67,24 @@ async function createRevocations (fastify: FastifyInstance) {
   }
 
   async function resync () {
-    const now = fastify.now()
+    const now = clock()
     for (const [id, until] of revoked) if (until <= now.getTime()) revoked.delete(id)
     await Promise.all([loadFromDatabase(now), pruneRevocations(db, new Date(now.getTime() - KEEP_IN_DATABASE_MS).toISOString())])
   }
 
   // Each (re)subscription is followed by a resync: nothing revoked before it, or published while
   // Redis was away, is missed (the database has it).
-  const subscriber = redis && listen(redis, channel, fastify.log, (message) => {
+  const subscriber = redis && listen(redis, channel, log, (message) => {
     try {
       const { ids, until } = JSON.parse(message) as { ids: unknown, until: unknown }
       if (Array.isArray(ids) && typeof until === 'number') remember(ids.filter((id) => typeof id === 'string'), until)
     } catch (err) {
-      fastify.log.warn({ err }, 'ignored a malformed revocation message')
+      log.warn({ err }, 'ignored a malformed revocation message')
     }
   }, resync)
-  await loadFromDatabase(fastify.now())
+  await loadFromDatabase(clock())
 
-  const timer = setInterval(() => { resync().catch((err) => fastify.log.warn({ err }, 'revocation resync failed')) }, RESYNC_MS)
-  timer.unref()
-
-  fastify.addHook('onClose', async () => {
-    clearInterval(timer)
-    if (subscriber) await closeRedis(subscriber)
-  })
+  const stop = every(RESYNC_MS, 'revocation resync', log, resync)
 
   return {
     /**
@@ -118,7 +105,7 @@ async function createRevocations (fastify: FastifyInstance) {
      */
     async write (trx: Kysely<Database>, sessionIds: string[]): Promise<Revoked> {
       if (sessionIds.length === 0) return { ids: [], until: 0 }
-      const now = fastify.now()
+      const now = clock()
       const signedAt = await lastSignedAt(trx, sessionIds)
       const until = Math.max(now.getTime() + lifetimeMs + 2 * skewMs, (signedAt?.getTime() ?? 0) + lifetimeMs + skewMs)
       await insertRevocations(trx, sessionIds, now.toISOString(), new Date(until).toISOString())
@@ -133,14 +120,15 @@ async function createRevocations (fastify: FastifyInstance) {
     async announce ({ ids, until }: Revoked): Promise<void> {
       if (ids.length === 0) return
       remember(ids, until)
-      await fastify.shared.run('revocation_publish', (redis) => redis.publish(channel, JSON.stringify({ ids, until })), () => 0)
+      await shared.run('revocation_publish', (redis) => redis.publish(channel, JSON.stringify({ ids, until })), () => 0)
     },
 
     /** Prunes the list and re-reads the database now, as the timer does every RESYNC_MS. */
-    resync
+    resync,
+
+    async close (): Promise<void> {
+      stop()
+      if (subscriber) await closeRedis(subscriber)
+    }
   }
 }
-
-export default fp(async function revocations (fastify) {
-  fastify.decorate('revocations', await createRevocations(fastify))
-}, { name: 'revocations', dependencies: ['config', 'db', 'redis'] })

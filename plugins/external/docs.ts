@@ -3,7 +3,7 @@ import { createRequire } from 'node:module'
 import swagger from '@fastify/swagger'
 import swaggerUi from '@fastify/swagger-ui'
 import fp from 'fastify-plugin'
-import pkg from '../package.json' with { type: 'json' }
+import pkg from '../../package.json' with { type: 'json' }
 
 const require = createRequire(import.meta.url)
 
@@ -51,4 +51,4 @@ export default fp(async function docs (fastify) {
   // Read at each request (browsers keep it a day): held in memory it would be 1 MB for a page seldom opened.
   fastify.get('/redoc/redoc.standalone.js', { schema: { hide: true } }, async (_request, reply) =>
     reply.type('application/javascript').header('cache-control', 'public, max-age=86400').send(createReadStream(REDOC_BUNDLE)))
-}, { name: 'docs', dependencies: ['config'] })
+}, { name: 'docs', dependencies: ['config', 'rate-limit'] })

@@ -1,7 +1,8 @@
 import type { FastifyReply, FastifyRequest } from 'fastify'
 import fp from 'fastify-plugin'
 import { Type } from 'typebox'
-import { Errors } from '../services/errors.js'
+import { bearerToken } from '../../services/access-tokens.js'
+import { Errors } from '../../services/errors.js'
 
 declare module 'fastify' {
   interface FastifyRequest {
@@ -18,12 +19,6 @@ export interface Auth {
   userId: string
   sessionId: string
   roles: string[]
-}
-
-/** The token of an `Authorization: Bearer <token>` header (the scheme in any case), or null. */
-export function bearerToken (header: string): string | null {
-  // No regular expression over the token: it is 700 characters, and the signature check refuses anything malformed.
-  return header.length > 7 && header.charCodeAt(6) === 32 && header.slice(0, 6).toLowerCase() === 'bearer' ? header.slice(7) : null
 }
 
 export default fp(async function authenticate (fastify) {
@@ -69,4 +64,4 @@ export default fp(async function authenticate (fastify) {
         }
     route.onRequest = [hook, ...[route.onRequest ?? []].flat()]
   })
-}, { name: 'authenticate', dependencies: ['config', 'tokens', 'revocations'] })
+}, { name: 'authenticate', dependencies: ['services'] })

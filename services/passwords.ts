@@ -1,15 +1,8 @@
 import { readFileSync } from 'node:fs'
 import { availableParallelism } from 'node:os'
 import { hash, verify } from '@node-rs/argon2'
-import fp from 'fastify-plugin'
-import { Errors, retryLater } from '../services/errors.js'
+import { Errors, retryLater } from './errors.js'
 import type { Config } from '../schemas/config.js'
-
-declare module 'fastify' {
-  interface FastifyInstance {
-    passwords: Passwords
-  }
-}
 
 export type Passwords = ReturnType<typeof createPasswords>
 
@@ -124,8 +117,3 @@ export function createPasswords (config: Pick<Config, 'ARGON2_MEMORY_KIB' | 'ARG
     }
   }
 }
-
-export default fp(async function passwords (fastify) {
-  const { passwordHashing } = fastify.metrics
-  fastify.decorate('passwords', createPasswords(fastify.config, (operation, seconds) => passwordHashing.observe({ operation }, seconds)))
-}, { name: 'passwords', dependencies: ['config', 'metrics'] })

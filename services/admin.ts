@@ -1,21 +1,18 @@
-import type { FastifyInstance, FastifyRequest } from 'fastify'
-import fp from 'fastify-plugin'
 import { listEvents, type EventFilters } from '../db/queries/events.js'
 import { voidAllOneTimeTokens } from '../db/queries/one-time-tokens.js'
 import { rolesOfUsers, setUserRoles, usersWithRole, type RoleWithPermissions } from '../db/queries/roles.js'
 import { findUserById, listUsers, updateUser, type Account, type UserFilters } from '../db/queries/users.js'
-import type { AuthEventRow, UserRow } from '../db/types.js'
-import { Errors } from '../services/errors.js'
-import { cursor, iso, paged } from '../services/pages.js'
-import { privilegeOf, refuse, requireHeld, type Operation, type Refusal } from '../services/privileges.js'
-import { BUILT_IN } from './roles.js'
-import { clientOf, type ClientInfo } from './sessions.js'
-
-declare module 'fastify' {
-  interface FastifyInstance {
-    admin: Admin
-  }
-}
+import type { AccessTokens } from './access-tokens.js'
+import type { Accounts } from './accounts.js'
+import type { Audit } from './audit.js'
+import { clientOf, type ClientInfo, type RequestLike } from './clients.js'
+import type { Base } from './context.js'
+import { Errors } from './errors.js'
+import { cursor, iso, paged } from './pages.js'
+import { privilegeOf, refuse, requireHeld, type Operation, type Refusal } from './privileges.js'
+import { BUILT_IN, type Roles } from './roles.js'
+import type { Sessions } from './sessions.js'
+import { adminUserView as view, eventView } from './views.js'
 
 export type Admin = ReturnType<typeof createAdmin>
 
@@ -27,8 +24,9 @@ export interface Actor {
   client: ClientInfo
 }
 
-/** The signed-in caller making the request. */
-export const actorOf = (request: FastifyRequest): Actor => ({ userId: request.auth!.userId, roles: request.auth!.roles, client: clientOf(request) })
+/** The signed-in caller making the request (authenticated: its `auth` is set). */
+export const actorOf = (request: RequestLike & { auth: { userId: string, roles: string[] } | null }): Actor =>
+  ({ userId: request.auth!.userId, roles: request.auth!.roles, client: clientOf(request) })
 
 /** Disabling an account, or taking a role away, ends its sessions: their tokens carry what was taken. */
 const endsSessions = (disabled: boolean | undefined, removed: string[]) => disabled === true || removed.length > 0
@@ -45,13 +43,13 @@ const endsSessions = (disabled: boolean | undefined, removed: string[]) => disab
  *   never one the actor holds, and never a built-in one;
  * - editing or deleting a role changes its holders: the actor must hold what they hold.
  */
-function createAdmin (fastify: FastifyInstance) {
-  const { db, roles, sessions, audit, accounts, tokens } = fastify
-
-  const view = (row: UserRow, userRoles: string[]) => ({
-    ...row, email_verified: Boolean(row.email_verified), disabled: Boolean(row.disabled), roles: userRoles, created_at: iso(row.created_at), updated_at: iso(row.updated_at)
-  })
-
+export function createAdmin ({ db, clock, roles, sessions, audit, accounts, tokens }: Pick<Base, 'db' | 'clock'> & {
+  roles: Roles
+  sessions: Sessions
+  audit: Audit
+  accounts: Accounts
+  tokens: Pick<AccessTokens, 'rotate'>
+}) {
   async function existing (id: string, from = db): Promise<Account> {
     const user = await findUserById(from, id)
     if (!user) throw new Errors.UserNotFound()
@@ -108,7 +106,7 @@ function createAdmin (fastify: FastifyInstance) {
 
     /** Changes roles, disabled and email_verified. Disabling, or taking a role away, ends every session at once. */
     updateUser: (actor: Actor, id: string, patch: { roles?: string[], disabled?: boolean, email_verified?: boolean }) => recorded(actor, async () => {
-      const now = fastify.now().toISOString()
+      const now = clock().toISOString()
       const { ended } = await db.transaction().execute(async (trx) => {
         // Touched first: the row stays locked, so changes of one account run one at a time, each checking what the last wrote.
         if (!await updateUser(trx, id, { updated_at: now })) throw new Errors.UserNotFound()
@@ -140,12 +138,9 @@ function createAdmin (fastify: FastifyInstance) {
         const ended = endsSessions(patch.disabled, removed) && await sessions.endWithin(trx, id, patch.disabled ? 'user_disabled' : 'roles_changed')
         return { ended }
       })
-      if (ended) {
-        await sessions.announce(ended)
-        // Once more after the commit: a sign-in racing this change (its session made after the end above, its
-        // account read before the commit) either read the new roles or has its session ended here.
-        await sessions.endAll(id, ended.reason)
-      }
+      // A sign-in racing this change holds the account's row until its session is written (accounts.signIn):
+      // the row touched first above waited for it, so its session was among those ended, or it reads the change.
+      if (ended) await sessions.announce(ended)
       return getUser(id)
     }),
 
@@ -190,11 +185,8 @@ function createAdmin (fastify: FastifyInstance) {
       for (const each of ended) await sessions.announce(each)
     }),
 
-    async rotateKeys (actor: Actor) {
-      const kid = await tokens.rotate()
-      await audit.record({ type: 'key_rotated', userId: actor.userId, client: actor.client, detail: { kid } })
-      return kid
-    },
+    rotateKeys: (actor: Actor) =>
+      tokens.rotate((trx, kid) => audit.record({ type: 'key_rotated', userId: actor.userId, client: actor.client, detail: { kid } }, trx)),
 
     async listEvents (filters: EventFilters, limit: number, before?: string) {
       // Stored times are one ISO spelling; a query's "+02:00" or missing milliseconds must mean the same instant.
@@ -204,13 +196,3 @@ function createAdmin (fastify: FastifyInstance) {
     }
   }
 }
-
-export function eventView (row: AuthEventRow) {
-  let detail: Record<string, unknown> = {}
-  try { detail = JSON.parse(row.detail) } catch {}
-  return { ...row, created_at: iso(row.created_at), detail }
-}
-
-export default fp(async function admin (fastify) {
-  fastify.decorate('admin', createAdmin(fastify))
-}, { name: 'admin', dependencies: ['db', 'roles', 'sessions', 'audit', 'accounts', 'tokens'] })

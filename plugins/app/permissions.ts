@@ -1,0 +1,34 @@
+import type { FastifyReply, FastifyRequest } from 'fastify'
+import fp from 'fastify-plugin'
+import { Type } from 'typebox'
+import { Errors } from '../../services/errors.js'
+import type { Permission } from '../../schemas/permissions.js'
+
+declare module 'fastify' {
+  interface FastifyContextConfig {
+    /**
+     * The permission a caller needs (one of its token's roles must grant it):
+     * 403 before the body, path or query is validated. Needs `auth: 'required'`.
+     * Rules about the target (only an admin changes an admin) are the admin service's.
+     */
+    permission?: Permission
+  }
+}
+
+/** Routes declare their permission in config; this guards them before validation and documents the 403. */
+export default fp(async function permissions (fastify) {
+  const { roles } = fastify
+  fastify.addHook('onRoute', (route) => {
+    const permission = route.config?.permission
+    if (!permission) return
+    if (route.config?.auth !== 'required') throw new Error(`${route.method} ${route.url}: a permission needs auth: 'required'`)
+    route.schema = { ...route.schema, response: { 403: Type.Ref('Problem'), ...(route.schema?.response as object) } }
+    // A callback, not a promise: it runs on every guarded request. Authentication ran in onRequest.
+    const guard = (request: FastifyRequest, _reply: FastifyReply, done: (err?: Error) => void) => {
+      if (roles.grants(request.auth?.roles ?? [], permission)) return done()
+      done(new Errors.Forbidden())
+    }
+    // First of the preValidation hooks: nothing about the input is looked at before the caller is allowed.
+    route.preValidation = [guard, ...[route.preValidation ?? []].flat()]
+  })
+}, { name: 'permissions', dependencies: ['services', 'authenticate'] })

@@ -1,0 +1,96 @@
+import fp from 'fastify-plugin'
+import { createAccessTokens, type AccessTokens } from '../../services/access-tokens.js'
+import { createAccounts, ensureFirstAdmin, type Accounts } from '../../services/accounts.js'
+import { createAdmin, type Admin } from '../../services/admin.js'
+import { createAudit, type Audit } from '../../services/audit.js'
+import { createBackground, type Background } from '../../services/background.js'
+import { every } from '../../services/context.js'
+import { createEmails, type Emails } from '../../services/emails.js'
+import { createKeyStore } from '../../services/keys.js'
+import { createLoginThrottle, type LoginThrottle } from '../../services/login-throttle.js'
+import { createMailer } from '../../services/mailer.js'
+import { createPasswords } from '../../services/passwords.js'
+import { createRefreshTokens, type RefreshTokens } from '../../services/refresh-tokens.js'
+import { createRevocations, type Revocations } from '../../services/revocations.js'
+import { createRoles, type Roles } from '../../services/roles.js'
+import { createSessions, type Sessions } from '../../services/sessions.js'
+
+declare module 'fastify' {
+  interface FastifyInstance {
+    accounts: Accounts
+    admin: Admin
+    audit: Audit
+    background: Background
+    emails: Emails
+    loginThrottle: LoginThrottle
+    revocations: Revocations
+    roles: Roles
+    sessions: Sessions
+    tokens: AccessTokens & RefreshTokens
+  }
+}
+
+/** How often old audit events are pruned (AUDIT_RETENTION_DAYS). */
+const PRUNE_EVERY_MS = 3_600_000
+
+/**
+ * The domain (services/), built once and wired onto the instance: each
+ * service is handed what it uses, the database, the clock, the log, the
+ * configuration and the services it builds on. Routes and hooks reach them
+ * as `fastify.accounts`, `fastify.sessions`, …; this plugin also runs their
+ * schedules and closes them with the server.
+ */
+export default fp(async function services (fastify) {
+  const { db, config, log, redis, shared, metrics } = fastify
+  const base = { db, clock: fastify.now, config, log }
+
+  const background = createBackground(log)
+  const mailer = await createMailer({ ...base, background, counted: (result) => metrics.mails.inc({ result }) })
+  const passwords = createPasswords(config, (operation, seconds) => metrics.passwordHashing.observe({ operation }, seconds))
+  const loginThrottle = createLoginThrottle({ ...base, redis, shared })
+  const audit = createAudit(base)
+  const access = await createAccessTokens({ ...base, keys: createKeyStore(base) })
+  const tokens = { ...access, ...createRefreshTokens(config.KEY_ENCRYPTION_SECRET) }
+  const revocations = await createRevocations({ ...base, redis, shared })
+  const sessions = createSessions({
+    ...base,
+    tokens,
+    revocations,
+    audit,
+    counted: {
+      revoked: (reason, count) => metrics.revocations.inc({ reason }, count),
+      refreshReused: () => metrics.refreshReuse.inc()
+    }
+  })
+  const roles = await createRoles({ ...base, redis, audit })
+  const emails = createEmails({ ...base, mailer, background, passwords, sessions, audit, loginThrottle })
+  const accounts = createAccounts({ ...base, passwords, sessions, emails, audit, loginThrottle })
+  const admin = createAdmin({ ...base, roles, sessions, audit, accounts, tokens })
+  await ensureFirstAdmin(accounts, base)
+
+  fastify.decorate('accounts', accounts)
+  fastify.decorate('admin', admin)
+  fastify.decorate('audit', audit)
+  fastify.decorate('background', background)
+  fastify.decorate('emails', emails)
+  fastify.decorate('loginThrottle', loginThrottle)
+  fastify.decorate('revocations', revocations)
+  fastify.decorate('roles', roles)
+  fastify.decorate('sessions', sessions)
+  fastify.decorate('tokens', tokens)
+
+  const prune = () => audit.prune()
+  let stopPruning = () => {}
+  fastify.addHook('onReady', async () => {
+    await prune().catch((err) => log.warn({ err }, 'audit prune failed'))
+    stopPruning = every(PRUNE_EVERY_MS, 'audit prune', log, prune)
+  })
+  // Mails and other work after an answer finish before the connections they need close.
+  fastify.addHook('preClose', () => background.idle())
+  fastify.addHook('onClose', async () => {
+    stopPruning()
+    access.close()
+    mailer.close()
+    await Promise.all([revocations.close(), roles.close()])
+  })
+}, { name: 'services', dependencies: ['config', 'db', 'redis', 'metrics'] })
