@@ -72,7 +72,7 @@ export const AuditQuerySchema = Type.Object({
   to: Type.Optional(Type.String({ format: 'date-time', description: 'Events before this time.' }))
 }, { additionalProperties: false })
 
-export const page = <T extends Parameters<typeof Type.Array>[0]>(item: T) => Type.Object({
+export const page = <T extends Parameters<typeof Type.Array>[0]>(item: T, description: string) => Type.Object({
   items: Type.Array(item),
   next_cursor: Type.Union([Type.String(), Type.Null()], { description: 'Pass it as `cursor` for the next page; null on the last page.' })
-}, { additionalProperties: false })
+}, { additionalProperties: false, description })

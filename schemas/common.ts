@@ -52,6 +52,7 @@ export const TokenResponseSchema = Type.Object({
   access_token: Type.String({ description: 'A JWT to send as `Authorization: Bearer …`.' }),
   token_type: Type.Literal('Bearer'),
   expires_in: Type.Integer({ description: 'Seconds until the access token expires.' }),
+  expires_at: Type.Integer({ description: 'When the access token expires: its `exp`, in seconds since 1970 (UTC).' }),
   refresh_token: Type.String({ description: 'Opaque; trade it at /api/v1/auth/refresh. Each use rotates it.' }),
   user: Type.Ref('User')
 }, { $id: 'TokenResponse', title: 'TokenResponse', additionalProperties: false })

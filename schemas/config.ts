@@ -27,7 +27,7 @@ export const ConfigSchema = Type.Object({
     description: '`sqlite:<file>`, `sqlite::memory:` or `postgres://user:pass@host:port/db`.'
   }),
   DATABASE_TIMEOUT_SECONDS: Type.Integer({ minimum: 1, maximum: 300, default: 5, description: 'The longest a request waits on the database: for a pooled connection and for one statement (PostgreSQL), for a lock (SQLite). Past it the request gets 503 DATABASE_UNAVAILABLE with Retry-After.' }),
-  PUBLIC_URL: Type.String({ default: 'http://localhost:8000', pattern: '^https?://[^\\s]+$', description: 'The URL clients reach the service at; the default token issuer.' }),
+  PUBLIC_URL: Type.Optional(Type.String({ pattern: '^https?://[^\\s]+$', description: 'The URL clients reach the service at (no trailing slash); the default token issuer. Unset: in development http://localhost:PORT (or http://HOST:PORT when HOST names one address), so a changed PORT still works; otherwise http://localhost:8000 (replicas must agree on it: set it in production).' })),
   JWT_ISSUER: Type.Optional(Type.String({ minLength: 1, description: 'The `iss` claim of access tokens (default: PUBLIC_URL).' })),
   JWT_AUDIENCE: Type.String({ default: 'auth-service', minLength: 1, description: 'The `aud` claim of access tokens; verifiers must expect it.' }),
   JWT_ALGORITHM: Type.Union([Type.Literal('RS256'), Type.Literal('ES256'), Type.Literal('EdDSA'), Type.Literal('HS256')], {
@@ -60,8 +60,8 @@ export const ConfigSchema = Type.Object({
   TRUST_PROXY: Type.String({ default: 'false', description: '`false`, `true`, a hop count, or comma-separated addresses/CIDRs of trusted proxies; decides which X-Forwarded-For entry is the client. An entry that is not an IP address is ignored (the peer address is used).' }),
   SMTP_URL: Type.Optional(Type.String({ pattern: '^smtps?://.+', description: 'smtp:// or smtps:// URL of the mail server, credentials in the URL (smtps://user:pass@host:465). Unset in development: mails are written to the log.' })),
   MAIL_FROM: Type.String({ default: 'auth-service <no-reply@localhost>', minLength: 3, description: 'The From of every mail.' }),
-  EMAIL_VERIFY_URL: Type.String({ default: 'http://localhost:8000/verify-email?token={token}', pattern: '\\{token\\}', description: 'Link in the verification mail; `{token}` is replaced. Point it at your app, which POSTs the token to /api/v1/auth/email/verify.' }),
-  PASSWORD_RESET_URL: Type.String({ default: 'http://localhost:8000/reset-password?token={token}', pattern: '\\{token\\}', description: 'Link in the reset mail; `{token}` is replaced. Your app POSTs the token and the new password to /api/v1/auth/password/reset.' }),
+  EMAIL_VERIFY_URL: Type.Optional(Type.String({ pattern: '\\{token\\}', description: 'Link in the verification mail; `{token}` is replaced. Point it at your app, which POSTs the token to /api/v1/auth/email/verify. Unset: the mail carries the token itself (and development logs a ready curl line).' })),
+  PASSWORD_RESET_URL: Type.Optional(Type.String({ pattern: '\\{token\\}', description: 'Link in the reset mail; `{token}` is replaced. Your app POSTs the token and the new password to /api/v1/auth/password/reset. Unset: the mail carries the token itself (and development logs a ready curl line).' })),
   REQUIRE_EMAIL_VERIFICATION: Type.Boolean({ default: false, description: 'true: no sign-in before the address is verified, and signup answers 202 alike for new and taken addresses. Needs SMTP_URL in production.' }),
   EMAIL_VERIFICATION_TTL_SECONDS: Seconds(86400, 'Lifetime of an email verification token.'),
   PASSWORD_RESET_TTL_SECONDS: Seconds(1800, 'Lifetime of a password reset token.'),
@@ -88,7 +88,7 @@ export const ConfigSchema = Type.Object({
 }, { additionalProperties: true })
 
 /** KEY_ENCRYPTION_SECRET is always set once loadConfig returns: configured, or generated and kept (plugins/config.ts). */
-export type Config = Static<typeof ConfigSchema> & { KEY_ENCRYPTION_SECRET: string }
+export type Config = Static<typeof ConfigSchema> & { KEY_ENCRYPTION_SECRET: string, PUBLIC_URL: string }
 
 interface Described { default?: unknown, description?: string }
 const entries = () => Object.entries(ConfigSchema.properties as Record<string, Described>)

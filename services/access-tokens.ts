@@ -146,6 +146,14 @@ export async function createAccessTokens ({ config, keys, clock, log }: { config
     return Object.freeze({ sub: claims.sub, sid: claims.sid, roles, iat: claims.iat, exp: claims.exp })
   }
 
+  /** A token whose signature checks out (cached) and that was not signed on a clock too far ahead of ours. */
+  function signed (token: string): AccessClaims {
+    const claims = verified.get(token) ?? verified.remember(token, checkSignature(token))
+    // Signed on a clock running ahead of ours: it would live here longer than an access token lives.
+    if (claims.iat * 1000 > clock().getTime() + CLOCK_SKEW_SECONDS * 1000) throw new Errors.InvalidAccessToken()
+    return claims
+  }
+
   const timer = keys.reloadMs === null ? undefined : setInterval(() => { reload().catch((err) => log.warn({ err }, 'signing keys reload failed')) }, keys.reloadMs)
   timer?.unref()
 
@@ -165,13 +173,13 @@ export async function createAccessTokens ({ config, keys, clock, log }: { config
      * checked on every use. The caller checks revocation on every use too.
      */
     verifyAccessToken (token: string): AccessClaims {
-      const claims = verified.get(token) ?? verified.remember(token, checkSignature(token))
-      const t = clock().getTime()
-      if (claims.exp * 1000 <= t) throw new Errors.AccessTokenExpired()
-      // Signed on a clock running ahead of ours: it would live here longer than an access token lives.
-      if (claims.iat * 1000 > t + CLOCK_SKEW_SECONDS * 1000) throw new Errors.InvalidAccessToken()
+      const claims = signed(token)
+      if (claims.exp * 1000 <= clock().getTime()) throw new Errors.AccessTokenExpired()
       return claims
     },
+
+    /** Like `verifyAccessToken`, but an expired token is accepted: it still names its session (sign-out after being idle). */
+    verifyIgnoringExpiry: (token: string): AccessClaims => signed(token),
 
     jwks: () => ({ body: ring.jwks, etag: ring.etag }),
 

@@ -1,5 +1,5 @@
 import { createHash, randomBytes } from 'node:crypto'
-import { consumeOneTimeToken, findLiveOneTimeToken, replaceOneTimeToken, voidOneTimeTokens } from '../db/queries/one-time-tokens.js'
+import { consumeOneTimeToken, findLiveOneTimeToken, findUnexpiredOneTimeToken, replaceOneTimeToken, voidOneTimeTokens } from '../db/queries/one-time-tokens.js'
 import { findUserByEmail, findUserById, uniqueViolation, updateUser } from '../db/queries/users.js'
 import type { TokenPurpose, UserRow } from '../db/types.js'
 import { addressOf, normalizeEmail } from './addresses.js'
@@ -9,7 +9,7 @@ import type { ClientInfo } from './clients.js'
 import type { Base } from './context.js'
 import { Errors } from './errors.js'
 import { throttleKey, type LoginThrottle } from './login-throttle.js'
-import { templates } from './mail-templates.js'
+import { templates, type Action } from './mail-templates.js'
 import type { Mailer } from './mailer.js'
 import type { Passwords } from './passwords.js'
 import type { Sessions } from './sessions.js'
@@ -33,7 +33,12 @@ export function createEmails ({ db, clock, config, mailer, background, passwords
   audit: Audit
   loginThrottle: LoginThrottle
 }) {
-  const link = (template: string, token: string) => template.replace('{token}', encodeURIComponent(token))
+  const verifyAt = `${config.PUBLIC_URL}/api/v1/auth/email/verify`
+  const resetAt = `${config.PUBLIC_URL}/api/v1/auth/password/reset`
+  /** The link to the app when its URL is configured; the request the app makes with the token either way. */
+  const action = (template: string | undefined, token: string, url: string, body: Record<string, string> = {}): Action => ({
+    link: template?.replace('{token}', encodeURIComponent(token)) ?? null, token, request: { url, body: { token, ...body } }
+  })
 
   /** Makes a token for the user (voiding older ones of its purpose) and returns it, or null when one went out too recently. */
   async function issue (user: UserRow, purpose: TokenPurpose, email: string, ttl: number, throttle: boolean): Promise<string | null> {
@@ -46,7 +51,7 @@ export function createEmails ({ db, clock, config, mailer, background, passwords
 
   async function sendVerification (user: UserRow, throttle: boolean) {
     const token = await issue(user, 'verify_email', user.email, config.EMAIL_VERIFICATION_TTL_SECONDS, throttle)
-    if (token) mailer.send(user.email, templates.verifyEmail(link(config.EMAIL_VERIFY_URL, token), config.EMAIL_VERIFICATION_TTL_SECONDS))
+    if (token) mailer.send(user.email, templates.verifyEmail(action(config.EMAIL_VERIFY_URL, token, verifyAt), config.EMAIL_VERIFICATION_TTL_SECONDS))
   }
 
   return {
@@ -77,8 +82,15 @@ export function createEmails ({ db, clock, config, mailer, background, passwords
       // One change: the token spent, the account updated and the event written, or none of them.
       const { user, updated, changedFrom } = await db.transaction().execute(async (trx) => {
         const row = await consumeOneTimeToken(trx, hashToken(token), ['verify_email', 'change_email'], now)
-        const user = row && await findUserById(trx, row.user_id)
-        if (!row || !user || user.disabled) throw new Errors.InvalidToken()
+        if (!row) {
+          // The same link followed twice (a second tab, a mail scanner first): the address it verified is, so say so again.
+          const spent = await findUnexpiredOneTimeToken(trx, hashToken(token), ['verify_email', 'change_email'], now)
+          const owner = spent && await findUserById(trx, spent.user_id)
+          if (owner && !owner.disabled && owner.email_verified && owner.email === spent.email) return { user: owner, updated: owner, changedFrom: null }
+          throw new Errors.InvalidToken()
+        }
+        const user = await findUserById(trx, row.user_id)
+        if (!user || user.disabled) throw new Errors.InvalidToken()
         if (row.purpose === 'verify_email') {
           // The token verifies the address it was sent to, and only while the account still has it.
           if (row.email !== user.email) throw new Errors.InvalidToken()
@@ -108,7 +120,7 @@ export function createEmails ({ db, clock, config, mailer, background, passwords
         const user = await findUserByEmail(db, normalizeEmail(email))
         if (!user || user.disabled) return
         const token = await issue(user, 'reset_password', user.email, config.PASSWORD_RESET_TTL_SECONDS, true)
-        if (token) mailer.send(user.email, templates.resetPassword(link(config.PASSWORD_RESET_URL, token), config.PASSWORD_RESET_TTL_SECONDS))
+        if (token) mailer.send(user.email, templates.resetPassword(action(config.PASSWORD_RESET_URL, token, resetAt, { new_password: '<new password>' }), config.PASSWORD_RESET_TTL_SECONDS))
       })
     },
 
@@ -151,7 +163,7 @@ export function createEmails ({ db, clock, config, mailer, background, passwords
       if (!token) return
       const owner = await findUserByEmail(db, email)
       if (owner) mailer.send(owner.email, templates.changeToTakenAddress())
-      else mailer.send(email, templates.confirmNewEmail(link(config.EMAIL_VERIFY_URL, token), config.EMAIL_VERIFICATION_TTL_SECONDS))
+      else mailer.send(email, templates.confirmNewEmail(action(config.EMAIL_VERIFY_URL, token, verifyAt), config.EMAIL_VERIFICATION_TTL_SECONDS))
     }
   }
 }

@@ -9,7 +9,7 @@ export const Errors = {
   InvalidRefreshToken: createError('INVALID_REFRESH_TOKEN', 'The refresh token is not valid.', 401),
   RefreshTokenReused: createError('REFRESH_TOKEN_REUSED', 'This refresh token was already used; the session has been ended. Sign in again.', 401),
   SessionExpired: createError('SESSION_EXPIRED', 'The session has reached its maximum age. Sign in again.', 401),
-  SessionRevoked: createError('SESSION_REVOKED', 'The session of this access token has ended.', 401),
+  SessionRevoked: createError('SESSION_REVOKED', 'The session has ended (signed out, or ended by a change of the account); sign in again.', 401),
   SessionNotFound: createError('SESSION_NOT_FOUND', 'No such session.', 404),
   Forbidden: createError('FORBIDDEN', 'You are signed in but not allowed to do this.', 403),
   InsufficientPrivilege: createError('INSUFFICIENT_PRIVILEGE', 'You cannot do this: %s.', 403),
@@ -34,6 +34,28 @@ export const Errors = {
   MetricsTokenRequired: createError('METRICS_TOKEN_REQUIRED', 'The metrics need the bearer token the operator configured (METRICS_TOKEN).', 401),
   Overloaded: createError('OVERLOADED', 'The service is busy; try again in a moment.', 503),
   DatabaseUnavailable: createError('DATABASE_UNAVAILABLE', 'The database cannot be reached just now; try again in a moment.', 503)
+}
+
+/**
+ * The codes of the answers the framework makes rather than the service's own
+ * code: input the schemas refuse, the body parser's and the router's
+ * refusals, the last resort. plugins/external/errors.ts answers with these
+ * codes; they are made here alike, so that the OpenAPI document describes
+ * every code the same way (schemas/problem.ts).
+ */
+export const Refusals = {
+  ValidationFailed: createError('VALIDATION_FAILED', 'The input does not match the schema; `errors` names the field and what is wrong with it.', 400),
+  InvalidContentLength: createError('INVALID_CONTENT_LENGTH', 'Content-Length does not match the body.', 400),
+  MalformedUrl: createError('MALFORMED_URL', 'The URL is not well-formed (a broken percent-encoding).', 400),
+  BadRequest: createError('BAD_REQUEST', 'The request is not well-formed HTTP/1.1.', 400),
+  NotFound: createError('NOT_FOUND', 'No route has this path.', 404),
+  MethodNotAllowed: createError('METHOD_NOT_ALLOWED', 'The path exists with other methods, listed in `Allow`.', 405),
+  RequestTimeout: createError('REQUEST_TIMEOUT', 'The request was not received in time.', 408),
+  PayloadTooLarge: createError('PAYLOAD_TOO_LARGE', 'The body is larger than the service accepts (BODY_LIMIT_BYTES).', 413),
+  UriTooLong: createError('URI_TOO_LONG', 'A path parameter is longer than 200 characters.', 414),
+  UnsupportedMediaType: createError('UNSUPPORTED_MEDIA_TYPE', 'The body is not `application/json`.', 415),
+  HeadersTooLarge: createError('HEADERS_TOO_LARGE', 'The request line and headers are larger than the server accepts.', 431),
+  InternalError: createError('INTERNAL_ERROR', 'Something went wrong on our side; quote the request id if you report it.', 500)
 }
 
 /** A 429 or 503 that tells the client when to come back (Retry-After, in seconds). */

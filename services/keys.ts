@@ -66,9 +66,14 @@ function toSigningKey (privateKey: KeyObject, algorithm: Algorithm): SigningKey 
   }
 }
 
-/** Private keys are stored encrypted (AES-256-GCM) so a copy of the database cannot mint tokens. */
-function keyCipher (secret: string) {
-  const key = Buffer.from(hkdfSync('sha256', secret, 'auth-service', 'signing-key-encryption', 32))
+/**
+ * Secrets at rest (private signing keys, TOTP secrets), so a copy of the
+ * database cannot mint tokens or codes: AES-256-GCM under a key derived from
+ * KEY_ENCRYPTION_SECRET for one `purpose`, so what is sealed for one purpose
+ * does not open for another.
+ */
+export function sealer (secret: string, purpose: string) {
+  const key = Buffer.from(hkdfSync('sha256', secret, 'auth-service', purpose, 32))
   return {
     seal (plain: string): string {
       const iv = randomBytes(12)
@@ -84,6 +89,9 @@ function keyCipher (secret: string) {
     }
   }
 }
+
+/** Private signing keys' sealer. */
+const keyCipher = (secret: string) => sealer(secret, 'signing-key-encryption')
 
 /**
  * How the stored keys are used over time. A rotation adds a key that every

@@ -14,6 +14,9 @@ const SMTP_TIMEOUTS = { connectionTimeout: 10_000, greetingTimeout: 10_000, sock
 /** Waits before each retry: three more tries over about 7 seconds. */
 const RETRY_DELAYS_MS = [500, 2000, 5000]
 
+const curlOf = ({ url, body }: NonNullable<Mail['request']>) =>
+  `curl -X POST ${url} -H 'content-type: application/json' -d '${JSON.stringify(body)}'`
+
 /** Mail delivery over SMTP_URL; without it, development logs each mail (link included) instead. */
 export async function createMailer ({ config, log, background, counted }: Pick<Base, 'config' | 'log'> & {
   background: Background
@@ -26,7 +29,9 @@ export async function createMailer ({ config, log, background, counted }: Pick<B
   const transport = config.SMTP_URL ? (await import('nodemailer')).default.createTransport({ url: config.SMTP_URL, ...SMTP_TIMEOUTS }) : null
   if (!transport && config.NODE_ENV === 'production') log.warn('SMTP_URL is not set: mails are not sent')
 
-  async function deliver (to: string, mail: Mail) {
+  async function deliver (to: string, { request, ...mail }: Mail) {
+    // Development: what the mail asks for, as a command to paste (until an app answers its link).
+    if (request && config.NODE_ENV === 'development') log.info({ curl: curlOf(request) }, 'the request this mail asks for')
     if (!transport) {
       // Development: the mail, link included, as one log line a developer can click.
       if (config.NODE_ENV === 'production') log.warn({ mail: { subject: mail.subject } }, 'mail not sent: no SMTP_URL')

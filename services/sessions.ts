@@ -21,6 +21,7 @@ export interface IssuedTokens {
   access_token: string
   token_type: 'Bearer'
   expires_in: number
+  expires_at: number
   refresh_token: string
 }
 
@@ -30,7 +31,7 @@ const isPast = (time: Date | string, now: Date) => new Date(time).getTime() <= n
 const MAX_GRACE_HOPS = 8
 
 export function createSessions ({ db, clock, config, tokens, revocations, audit, counted }: Pick<Base, 'db' | 'clock' | 'config'> & {
-  tokens: Pick<AccessTokens, 'signAccessToken' | 'accessTtl'> & RefreshTokens
+  tokens: Pick<AccessTokens, 'signAccessToken' | 'verifyIgnoringExpiry' | 'accessTtl'> & RefreshTokens
   revocations: Revocations
   audit: Audit
   /** Told of ended sessions and of refresh-token theft (the metrics). */
@@ -38,10 +39,13 @@ export function createSessions ({ db, clock, config, tokens, revocations, audit,
 }) {
   /** The pair for a session; the access token carries the roles read with the user's row. */
   async function issue (user: Account, sessionId: string, refreshToken: string): Promise<IssuedTokens> {
+    const accessToken = await tokens.signAccessToken({ sub: user.id, sid: sessionId, roles: user.roles })
     return {
-      access_token: await tokens.signAccessToken({ sub: user.id, sid: sessionId, roles: user.roles }),
+      access_token: accessToken,
       token_type: 'Bearer',
       expires_in: tokens.accessTtl,
+      // The token's own exp, read back from it: exactly what verifiers compare.
+      expires_at: (JSON.parse(Buffer.from(accessToken.split('.')[1], 'base64url').toString()) as { exp: number }).exp,
       refresh_token: refreshToken
     }
   }
@@ -139,7 +143,9 @@ export function createSessions ({ db, clock, config, tokens, revocations, audit,
       for (let attempt = 0; attempt < 2; attempt++) {
         const now = clock()
         const row = await findRefreshToken(db, hash)
-        if (!row || row.revoked_at !== null) throw new Errors.InvalidRefreshToken()
+        if (!row) throw new Errors.InvalidRefreshToken()
+        // Signed out (here or elsewhere), ended by a change or by theft: the app can say "you were signed out".
+        if (row.revoked_at !== null) throw new Errors.SessionRevoked()
         if (isPast(row.session_expires_at, now)) throw new Errors.SessionExpired()
         const user = await findUserById(db, row.user_id)
         if (!user || user.disabled) throw new Errors.InvalidRefreshToken()
@@ -169,10 +175,27 @@ export function createSessions ({ db, clock, config, tokens, revocations, audit,
       return revoke(userId, reason, { except: keep }, client)
     },
 
-    /** Ends the session a refresh token belongs to, if it is one of ours. */
-    async endByRefreshToken (refreshToken: string, reason: string, client?: ClientInfo): Promise<void> {
-      const row = await findRefreshToken(db, tokens.hashRefreshToken(refreshToken))
-      if (row) await revoke(row.user_id, reason, { only: row.session_id }, client)
+    /**
+     * Signs out: ends the session of the bearer access token (an expired one
+     * too: clients sign out after being idle) and of the refresh token. With
+     * an access token that ends no session (not ours, or its session already
+     * over), the refusal is thrown unless the refresh token ended one.
+     */
+    async signOut ({ accessToken, refreshToken }: { accessToken?: string, refreshToken?: string }, client: ClientInfo): Promise<void> {
+      let refusal: unknown = null
+      let ended = false
+      if (accessToken !== undefined) {
+        try {
+          const { sub, sid } = tokens.verifyIgnoringExpiry(accessToken)
+          ended = (await revoke(sub, 'logout', { only: sid }, client)).length > 0
+          if (!ended) refusal = new Errors.SessionRevoked()
+        } catch (err) {
+          refusal = err
+        }
+      }
+      const row = refreshToken === undefined ? undefined : await findRefreshToken(db, tokens.hashRefreshToken(refreshToken))
+      if (row) ended = (await revoke(row.user_id, 'logout', { only: row.session_id }, client)).length > 0 || ended
+      if (refusal && !ended) throw refusal
     }
   }
 }

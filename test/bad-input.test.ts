@@ -148,6 +148,8 @@ function operationsOf (doc: Schema): Operation[] {
   const operations: Operation[] = []
   for (const [path, item] of Object.entries(doc.paths as Record<string, Record<string, Schema>>)) {
     for (const [method, op] of Object.entries(item)) {
+      // HEAD is its GET without a body to read the code from: the GET's probes cover it.
+      if (method === 'head') continue
       const parameters = (op.parameters ?? []) as Param[]
       const security = (op.security ?? doc.security ?? []) as Array<Record<string, unknown>>
       const auth = security.length === 0 ? 'none' : security.some((s) => Object.keys(s).length === 0) ? 'optional' : 'required'
@@ -242,7 +244,7 @@ function probesFor (op: Operation, base: Record<string, unknown> | null, baseQue
     add({ kind: 'shape', label: 'null', ...asJson(null) })
     add({ kind: 'shape', label: 'a string', ...asJson('text') })
     add({ kind: 'shape', label: 'a number', ...asJson(42) })
-    add(raw('shape', 'an empty JSON body', '', 'application/json'))
+    add({ ...raw('shape', 'an empty JSON body (taken as an empty object)', '', 'application/json', false), body: {} })
     add({ kind: 'shape', label: 'no body at all' })
     add(raw('shape', 'truncated JSON', json.slice(0, -1), 'application/json'))
     add(raw('shape', 'single-quoted JSON', "{'a': 1}", 'application/json'))

@@ -140,10 +140,19 @@ export function expectProblem (t: Test, res: LightMyRequestResponse, status: num
   return body
 }
 
-/** Asserts a 401 problem with this code (or one of these) and WWW-Authenticate: Bearer; returns the body. */
+/**
+ * Asserts a 401 problem with this code (or one of these) and its RFC 6750
+ * challenge: bare without a token, `invalid_token` with the detail and the
+ * code for a refused bearer token, the code alone for other credentials.
+ */
 export function expectUnauthorized (t: Test, res: LightMyRequestResponse, code: string | readonly string[]) {
   const body = expectProblem(t, res, 401, code)
-  t.equal(res.headers['www-authenticate'], 'Bearer', 'WWW-Authenticate: Bearer')
+  const expected = body.code === 'AUTHENTICATION_REQUIRED'
+    ? 'Bearer realm="auth-service"'
+    : ['INVALID_ACCESS_TOKEN', 'ACCESS_TOKEN_EXPIRED', 'SESSION_REVOKED'].includes(body.code)
+        ? `Bearer realm="auth-service", error="invalid_token", error_description="${body.detail}", code="${body.code}"`
+        : `Bearer realm="auth-service", code="${body.code}"`
+  t.equal(res.headers['www-authenticate'], expected, `WWW-Authenticate: ${expected}`)
   return body
 }
 

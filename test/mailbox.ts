@@ -55,7 +55,7 @@ export async function startMailbox (t: Test) {
 
 /** The token in a mail's link (`…?token=<token>`). */
 export function tokenIn (mail: ReceivedMail): string {
-  const match = /[?&]token=([A-Za-z0-9_-]+)/.exec(mail.text)
+  const match = /(?:[?&]token=|this token: )([A-Za-z0-9_-]+)/.exec(mail.text)
   if (!match) throw new Error(`no token in mail "${mail.subject}"`)
   return match[1]
 }

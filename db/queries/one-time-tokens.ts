@@ -62,6 +62,13 @@ export function findLiveOneTimeToken (db: Db, hash: string, purpose: TokenPurpos
     .executeTakeFirst()
 }
 
+/** The unexpired token with this hash and one of `purposes`, used or not. */
+export function findUnexpiredOneTimeToken (db: Db, hash: string, purposes: TokenPurpose[], now: string): Promise<OneTimeTokenRow | undefined> {
+  return db.selectFrom('one_time_tokens').selectAll()
+    .where('token_hash', '=', hash).where('purpose', 'in', purposes).where('expires_at', '>', now)
+    .executeTakeFirst()
+}
+
 /**
  * Uses a token once: marks it used if it is unused, unexpired and of one of
  * `purposes`, in one conditional write, and returns it; otherwise undefined.

@@ -1,6 +1,6 @@
 import type { FastifyReply, FastifyRequest } from 'fastify'
 import fp from 'fastify-plugin'
-import { Type } from 'typebox'
+import { withProblems } from '../../schemas/problem.js'
 import { bearerToken } from '../../services/access-tokens.js'
 import { Errors } from '../../services/errors.js'
 
@@ -20,6 +20,9 @@ export interface Auth {
   sessionId: string
   roles: string[]
 }
+
+/** What a protected route answers a caller without a valid bearer token (401, with WWW-Authenticate). */
+const REFUSALS = [Errors.AuthenticationRequired, Errors.InvalidAccessToken, Errors.AccessTokenExpired, Errors.SessionRevoked]
 
 export default fp(async function authenticate (fastify) {
   fastify.decorateRequest('auth', null)
@@ -45,9 +48,7 @@ export default fp(async function authenticate (fastify) {
     }
     // An empty requirement makes the bearer optional in the document.
     route.schema = { ...route.schema, security: mode === 'required' ? [{ bearerAuth: [] }] : [{}, { bearerAuth: [] }] }
-    if (mode === 'required') {
-      route.schema.response = { 401: Type.Ref('Problem'), ...(route.schema.response as object) }
-    }
+    if (mode === 'required') route.schema = withProblems(route.schema, REFUSALS)
     // A callback, not a promise: it runs on every protected request.
     const hook = mode === 'required'
       ? (request: FastifyRequest, _reply: FastifyReply, done: (err?: Error) => void) => {

@@ -1,6 +1,6 @@
 import type { FastifyReply, FastifyRequest } from 'fastify'
 import fp from 'fastify-plugin'
-import { Type } from 'typebox'
+import { withProblems } from '../../schemas/problem.js'
 import { Errors } from '../../services/errors.js'
 import type { Permission } from '../../schemas/permissions.js'
 
@@ -22,7 +22,7 @@ export default fp(async function permissions (fastify) {
     const permission = route.config?.permission
     if (!permission) return
     if (route.config?.auth !== 'required') throw new Error(`${route.method} ${route.url}: a permission needs auth: 'required'`)
-    route.schema = { ...route.schema, response: { 403: Type.Ref('Problem'), ...(route.schema?.response as object) } }
+    route.schema = withProblems(route.schema, [Errors.Forbidden])
     // A callback, not a promise: it runs on every guarded request. Authentication ran in onRequest.
     const guard = (request: FastifyRequest, _reply: FastifyReply, done: (err?: Error) => void) => {
       if (roles.grants(request.auth?.roles ?? [], permission)) return done()

@@ -130,7 +130,19 @@ export function loadConfig (env: Record<string, string | undefined>): Config {
       }
     }
   }
-  return { ...config, KEY_ENCRYPTION_SECRET: config.KEY_ENCRYPTION_SECRET ?? generatedSecret(config.DATABASE_URL) }
+  return { ...config, KEY_ENCRYPTION_SECRET: config.KEY_ENCRYPTION_SECRET ?? generatedSecret(config.DATABASE_URL), PUBLIC_URL: config.PUBLIC_URL ?? defaultPublicUrl(config) }
+}
+
+/**
+ * The default PUBLIC_URL (and so issuer and mail endpoints). In development,
+ * where a client on this machine reaches the service, so a changed PORT or
+ * HOST still works. Elsewhere a fixed one: replicas must agree on the issuer
+ * whatever their ports (production sets PUBLIC_URL: see the checklist).
+ */
+function defaultPublicUrl ({ NODE_ENV: env, HOST: host, PORT: port }: { NODE_ENV: string, HOST: string, PORT: number }): string {
+  if (env !== 'development') return 'http://localhost:8000'
+  const anyAddress = ['0.0.0.0', '::', '127.0.0.1', '::1', 'localhost'].includes(host)
+  return `http://${anyAddress ? 'localhost' : host.includes(':') ? `[${host}]` : host}:${port}`
 }
 
 export interface ConfigPluginOptions {
@@ -139,6 +151,18 @@ export interface ConfigPluginOptions {
 }
 
 export default fp<ConfigPluginOptions>(async function config (fastify, opts) {
-  fastify.decorate('config', opts.config)
+  const { config } = opts
+  fastify.decorate('config', config)
   fastify.decorate('now', opts.now ?? (() => new Date()))
+  // What is in force, once, at start: the surprises of a first run (where links point, whether mail leaves) in one line.
+  fastify.addHook('onReady', async () => {
+    fastify.log.info({
+      issuer: config.JWT_ISSUER ?? config.PUBLIC_URL,
+      public_url: config.PUBLIC_URL,
+      mail: config.SMTP_URL ? 'sent through SMTP_URL' : 'logged, not sent (no SMTP_URL)',
+      mail_links: config.EMAIL_VERIFY_URL || config.PASSWORD_RESET_URL ? 'to your app' : 'none: mails carry the token',
+      rate_limits: config.RATE_LIMIT_ENABLED,
+      require_email_verification: config.REQUIRE_EMAIL_VERIFICATION
+    }, 'settings in force')
+  })
 }, { name: 'config' })

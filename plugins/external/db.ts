@@ -2,10 +2,20 @@ import fp from 'fastify-plugin'
 import type { Kysely } from 'kysely'
 import { migrateToLatest, openDatabase } from '../../db/connect.js'
 import type { Database } from '../../db/types.js'
+import { withProblems } from '../../schemas/problem.js'
+import { Errors } from '../../services/errors.js'
 
 declare module 'fastify' {
   interface FastifyInstance {
     db: Kysely<Database>
+  }
+  interface FastifyContextConfig {
+    /**
+     * false: the route never answers 503 DATABASE_UNAVAILABLE (it reads no
+     * database, or says itself that it is away, as readiness does). Only the
+     * document reads it.
+     */
+    database?: false
   }
 }
 
@@ -31,4 +41,8 @@ export default fp(async function db (fastify) {
     if (migrator !== db) await migrator.destroy()
   }
   fastify.decorate('db', db)
+  // For the document: a route that reads the database may find it away (plugins/external/errors.ts answers so).
+  fastify.addHook('onRoute', (route) => {
+    if (route.config?.database !== false) route.schema = withProblems(route.schema, [Errors.DatabaseUnavailable])
+  })
 }, { name: 'db', dependencies: ['config'] })

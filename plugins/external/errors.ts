@@ -5,9 +5,9 @@ import type { ConnectionError, FastifyError, FastifyInstance, FastifyReply, Fast
 import fp from 'fastify-plugin'
 import { databaseUnavailable } from '../../db/connect.js'
 import FindMyWay, { type HTTPMethod } from 'find-my-way'
-import { Errors, retryLater } from '../../services/errors.js'
+import { Errors, Refusals, retryLater } from '../../services/errors.js'
 import { logRequest } from './logging.js'
-import type { Problem } from '../../schemas/problem.js'
+import { withProblems, type ErrorClass, type Problem } from '../../schemas/problem.js'
 
 declare module 'fastify' {
   interface FastifyRequest {
@@ -38,6 +38,24 @@ function problem (request: FastifyRequest, status: number, code: string, detail:
 }
 
 /** Turns any error into a problem. Client errors say what went wrong; server errors say nothing of internals. */
+/** 401s about the bearer token itself: RFC 6750's `invalid_token`, so a client or gateway that drops the body still knows. */
+const BEARER_FAILURES = new Set(['INVALID_ACCESS_TOKEN', 'ACCESS_TOKEN_EXPIRED', 'SESSION_REVOKED'])
+
+/**
+ * The WWW-Authenticate of a 401 (RFC 6750). A refused bearer token gets
+ * `error="invalid_token"`, the detail, and the problem code as an extension
+ * parameter (`code`): ACCESS_TOKEN_EXPIRED means refresh and retry, the
+ * others sign in again. No token, or another credential refused (a password,
+ * a refresh token), gets the bare challenge with its code.
+ */
+export function challenge ({ code, detail }: Pick<Problem, 'code' | 'detail'>): string {
+  // A quoted-string may hold neither `"` nor `\\`, and RFC 6750 keeps error_description to printable ASCII.
+  const quoted = (text: string) => `"${text.replace(/[^\x20-\x7e]|["\\]/g, '')}"`
+  if (code === 'AUTHENTICATION_REQUIRED') return 'Bearer realm="auth-service"'
+  if (!BEARER_FAILURES.has(code)) return `Bearer realm="auth-service", code=${quoted(code)}`
+  return `Bearer realm="auth-service", error="invalid_token", error_description=${quoted(detail)}, code=${quoted(code)}`
+}
+
 export function toProblem (error: FastifyError, request: FastifyRequest): Problem {
   if (error.validation) {
     const errors = error.validation.map((v) => {
@@ -125,8 +143,35 @@ export function clientErrorHandler (this: FastifyInstance, error: ConnectionErro
 
 const METHODS: HTTPMethod[] = ['GET', 'HEAD', 'POST', 'PUT', 'PATCH', 'DELETE', 'OPTIONS']
 
+/** The methods whose requests' bodies Fastify reads: JSON only (plugins/external/security.ts), within BODY_LIMIT_BYTES. */
+const BODY_METHODS = new Set(['POST', 'PUT', 'PATCH', 'DELETE', 'OPTIONS'])
+
+/**
+ * What the framework may answer on a route, for the document: the last
+ * resort; its input refused by a schema; a body refused by the parser (any
+ * method that has one, whether or not the route reads it: the parser runs
+ * first); a path parameter over the router's limit. Not here, as no route's
+ * own: 404 NOT_FOUND, 405 METHOD_NOT_ALLOWED, 400 MALFORMED_URL and what
+ * Node's parser refuses (plugins/external/docs.ts describes them once).
+ */
+function frameworkRefusals (route: { method: string | string[], url: string, schema?: { body?: unknown, querystring?: unknown, params?: unknown } }): ErrorClass[] {
+  const body = [route.method].flat().some((method) => BODY_METHODS.has(method))
+  const input = body || route.schema?.body !== undefined || route.schema?.querystring !== undefined || route.schema?.params !== undefined
+  return [
+    Refusals.InternalError,
+    ...(input ? [Refusals.ValidationFailed] : []),
+    ...(body ? [Errors.MalformedJson, Refusals.InvalidContentLength, Refusals.PayloadTooLarge, Refusals.UnsupportedMediaType] : []),
+    ...(route.url.includes(':') ? [Refusals.UriTooLong] : [])
+  ]
+}
+
 export default fp(async function errors (fastify) {
   fastify.decorateRequest('problemCode', null)
+
+  // The document: each route says what the framework may answer on it (the route and the other plugins add theirs).
+  fastify.addHook('onRoute', (route) => {
+    route.schema = withProblems(route.schema, frameworkRefusals(route))
+  })
 
   // A router of every route's methods, only to tell 405 from 404.
   const methods = FindMyWay()
@@ -146,7 +191,7 @@ export default fp(async function errors (fastify) {
     const body = toProblem(error, request)
     if (body.status >= 500) request.log.error({ err: error }, 'request failed')
     else request.log.info({ code: body.code, status: body.status }, 'request refused')
-    const headers: Record<string, string> = body.status === 401 ? { 'www-authenticate': 'Bearer' } : {}
+    const headers: Record<string, string> = body.status === 401 ? { 'www-authenticate': challenge(body) } : {}
     const retryAfter = (error as { retryAfter?: number }).retryAfter
     if (retryAfter) headers['retry-after'] = String(retryAfter)
     return sendProblem(reply, body, headers)

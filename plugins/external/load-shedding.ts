@@ -1,6 +1,7 @@
 import underPressure from '@fastify/under-pressure'
 import fp from 'fastify-plugin'
-import { retryLater } from '../../services/errors.js'
+import { withProblems } from '../../schemas/problem.js'
+import { Errors, retryLater } from '../../services/errors.js'
 
 declare module 'fastify' {
   interface FastifyContextConfig {
@@ -17,6 +18,10 @@ declare module 'fastify' {
  */
 export default fp(async function loadShedding (fastify) {
   const { config } = fastify
+  // For the document: a route that sheds load may answer 503 OVERLOADED (also when the password-hash queue is full).
+  fastify.addHook('onRoute', (route) => {
+    if (route.config?.shedLoad !== false) route.schema = withProblems(route.schema, [Errors.Overloaded])
+  })
   await fastify.register(underPressure, {
     maxEventLoopDelay: config.MAX_EVENT_LOOP_DELAY_MS,
     maxHeapUsedBytes: config.MAX_HEAP_USED_BYTES,

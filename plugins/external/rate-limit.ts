@@ -3,7 +3,9 @@ import rateLimit, { type FastifyRateLimitStoreCtor } from '@fastify/rate-limit'
 import fp from 'fastify-plugin'
 import type { Redis } from 'ioredis'
 import { clientIp } from '../../services/clients.js'
-import { retryLater } from '../../services/errors.js'
+import { Type } from 'typebox'
+import { withHeaders, withProblems } from '../../schemas/problem.js'
+import { Errors, retryLater } from '../../services/errors.js'
 import type { Shared } from '../../services/redis.js'
 
 declare module 'fastify' {
@@ -14,6 +16,13 @@ declare module 'fastify' {
 }
 
 const MINUTE = 60_000
+
+/** The RateLimit headers of the IETF draft (`enableDraftSpec`), on the answers of every limited route. */
+const RATE_LIMIT_HEADERS = {
+  'RateLimit-Limit': Type.Integer({ description: 'Requests allowed per window on this route, from this address.' }),
+  'RateLimit-Remaining': Type.Integer({ description: 'Requests left in the current window.' }),
+  'RateLimit-Reset': Type.Integer({ description: 'Seconds until the window resets.' })
+}
 
 type Result = { current: number, ttl: number }
 interface Store {
@@ -64,6 +73,12 @@ export default fp(async function limits (fastify) {
     signup: { max: config.RATE_LIMIT_SIGNUP_PER_MINUTE, timeWindow: MINUTE },
     mail: { max: config.RATE_LIMIT_MAIL_PER_MINUTE, timeWindow: MINUTE },
     refresh: { max: config.RATE_LIMIT_REFRESH_PER_MINUTE, timeWindow: MINUTE }
+  })
+  // For the document, whether or not the limits are on (RATE_LIMIT_ENABLED): a limited route may answer 429, and
+  // its answers tell the budget left. The per-account sign-in throttle answers 429 too (Retry-After only).
+  fastify.addHook('onRoute', (route) => {
+    if (route.config?.rateLimit === false) return
+    route.schema = withHeaders(withProblems(route.schema, [Errors.RateLimited], RATE_LIMIT_HEADERS), RATE_LIMIT_HEADERS, (status) => status < 400)
   })
   if (!config.RATE_LIMIT_ENABLED) return
   await fastify.register(rateLimit, {

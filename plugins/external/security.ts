@@ -5,6 +5,7 @@ import helmet, { type HelmetOptions } from 'helmet'
 import secureJson from 'secure-json-parse'
 import { Errors } from '../../services/errors.js'
 import { API_SECURITY_HEADERS } from './errors.js'
+import { withProblems } from '../../schemas/problem.js'
 
 function forbiddenKey (key: string): FastifyError {
   return Object.assign(new Error(`/body/${key} is not an accepted field`), {
@@ -75,6 +76,8 @@ export default fp(async function security (fastify) {
   })
   const docsHeaders = helmetHeaders(DOCS_HELMET_OPTIONS)
   fastify.addHook('onRoute', (route) => {
+    // For the document: any route refuses a Host that ALLOWED_HOSTS does not list (documented whatever it lists).
+    route.schema = withProblems(route.schema, [Errors.InvalidHost])
     // Only a GET can be made cacheable (the JWKS, the docs' files): there, Pragma must not say otherwise.
     if ([route.method].flat().some((m) => m === 'GET' || m === 'HEAD')) route.onSend = [...[route.onSend ?? []].flat(), dropPragmaIfCacheable]
     if (!DOCS_PATH.test(route.url)) return
@@ -106,6 +109,8 @@ export default fp(async function security (fastify) {
   // JSON is the only contract: a text/plain body is a 415, not a string that fails validation.
   fastify.removeContentTypeParser(['text/plain', 'application/json'])
   fastify.addContentTypeParser('application/json', { parseAs: 'string' }, (_request, body, done) => {
+    // An empty body sent as JSON (fetch with the header and no body) is an empty object: the schema says what is missing.
+    if ((body as string).trim() === '') return done(null, {})
     try {
       done(null, secureJson.parse(body as string, undefined, { protoAction: 'error', constructorAction: 'error' }))
     } catch (err) {

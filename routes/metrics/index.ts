@@ -1,12 +1,13 @@
 import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox'
 import { Type } from 'typebox'
 import { problems } from '../../schemas/problem.js'
+import { Errors } from '../../services/errors.js'
 
 const metrics: FastifyPluginAsyncTypebox = async (fastify) => {
   fastify.get('/', {
     prefixTrailingSlash: 'no-slash',
     // Prometheus must see an overloaded or busy service too.
-    config: { rateLimit: false, shedLoad: false },
+    config: { rateLimit: false, shedLoad: false, database: false },
     schema: {
       operationId: 'metrics',
       tags: ['operations'],
@@ -15,7 +16,7 @@ const metrics: FastifyPluginAsyncTypebox = async (fastify) => {
       security: [{}, { metricsToken: [] }],
       response: {
         200: { description: 'The metrics', content: { 'text/plain': { schema: Type.String() } } },
-        ...problems(401)
+        ...problems(Errors.MetricsTokenRequired)
       }
     }
   }, async (request, reply) => {

@@ -57,7 +57,7 @@ t.test('a known path with the wrong method is 405 with Allow', async (t) => {
 
 t.test('malformed JSON is 400 MALFORMED_JSON', async (t) => {
   const app = await build(t)
-  for (const payload of ['{bad', '{"email": "a@example.com",}', '[', '']) {
+  for (const payload of ['{bad', '{"email": "a@example.com",}', '[']) {
     const res = await app.inject({ method: 'POST', url: '/api/v1/auth/login', headers: { 'content-type': 'application/json' }, payload })
     const body = problem(t, res, 400, 'MALFORMED_JSON')
     t.equal(body.title, 'Bad Request')

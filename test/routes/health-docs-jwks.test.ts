@@ -106,7 +106,9 @@ t.test('/openapi.json documents every route', async (t) => {
     t.ok(op?.security?.some((s: Record<string, unknown>) => 'bearerAuth' in s), `${name}: security bearerAuth`)
     t.notOk(op?.security?.some((s: Record<string, unknown>) => Object.keys(s).length === 0), `${name}: the bearer is not optional`)
     t.ok(op?.responses?.['401'], `${name}: a 401 response`)
-    t.match(JSON.stringify(op?.responses?.['401'] ?? {}), /#\/components\/schemas\/Problem/, `${name}: the 401 is a Problem`)
+    // Shared answers are in components.responses.
+    const unauthorized = op?.responses?.['401']?.$ref ? doc.components.responses[op.responses['401'].$ref.split('/').pop()] : op?.responses?.['401']
+    t.match(JSON.stringify(unauthorized ?? {}), /#\/components\/schemas\/Problem/, `${name}: the 401 is a Problem`)
   }
   for (const [method, path] of [['post', '/api/v1/auth/signup'], ['post', '/api/v1/auth/login'], ['get', '/.well-known/jwks.json']]) {
     const security = paths[path]?.[method]?.security as Array<Record<string, unknown>> | undefined

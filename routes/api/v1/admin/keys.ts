@@ -1,7 +1,6 @@
 import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox'
 import { Type } from 'typebox'
 import { actorOf } from '../../../../services/admin.js'
-import { problems } from '../../../../schemas/problem.js'
 
 const keys: FastifyPluginAsyncTypebox = async (fastify) => {
   fastify.post('/keys/rotate', {
@@ -11,8 +10,7 @@ const keys: FastifyPluginAsyncTypebox = async (fastify) => {
       tags: ['admin'],
       summary: 'Add a new signing key (published now, signing after KEY_RELOAD_SECONDS)',
       response: {
-        200: Type.Object({ kid: Type.String(), signs_after_seconds: Type.Integer() }, { additionalProperties: false }),
-        ...problems(400, 403)
+        200: Type.Object({ kid: Type.String(), signs_after_seconds: Type.Integer() }, { additionalProperties: false, description: 'The new key: in the JWKS now, signing after `signs_after_seconds`' })
       }
     }
   }, async (request) => {

@@ -3,6 +3,7 @@ import { Type } from 'typebox'
 import { actorOf } from '../../../../services/admin.js'
 import { RoleCreateSchema, RoleParamsSchema, RoleUpdateSchema } from '../../../../schemas/admin.js'
 import { problems } from '../../../../schemas/problem.js'
+import { Errors } from '../../../../services/errors.js'
 
 const roles: FastifyPluginAsyncTypebox = async (fastify) => {
   fastify.get('/roles', {
@@ -11,7 +12,7 @@ const roles: FastifyPluginAsyncTypebox = async (fastify) => {
       operationId: 'adminListRoles',
       tags: ['admin'],
       summary: 'Roles and the permissions each grants',
-      response: { 200: Type.Array(Type.Ref('Role')), ...problems(403) }
+      response: { 200: Type.Array(Type.Ref('Role'), { description: 'Every role' }) }
     }
   }, async () => fastify.roles.list())
 
@@ -23,7 +24,7 @@ const roles: FastifyPluginAsyncTypebox = async (fastify) => {
       summary: 'Create a role',
       description: 'Only with permissions you hold yourself (else 403 `INSUFFICIENT_PRIVILEGE`).',
       body: RoleCreateSchema,
-      response: { 201: Type.Ref('Role'), ...problems(400, 403, 409) }
+      response: { 201: Type.Ref('Role', { description: 'Created' }), ...problems(Errors.UnknownPermission, Errors.InsufficientPrivilege, Errors.RoleExists) }
     }
   }, async (request, reply) => {
     const role = { name: request.body.name, description: request.body.description ?? '', permissions: [...request.body.permissions].sort() }
@@ -41,7 +42,10 @@ const roles: FastifyPluginAsyncTypebox = async (fastify) => {
         'before and after, and every permission its holders hold (else 403 `INSUFFICIENT_PRIVILEGE`).',
       params: RoleParamsSchema,
       body: RoleUpdateSchema,
-      response: { 200: Type.Ref('Role'), ...problems(400, 403, 404) }
+      response: {
+        200: Type.Ref('Role', { description: 'Replaced: the role as it is now' }),
+        ...problems(Errors.RoleProtected, Errors.UnknownPermission, Errors.InsufficientPrivilege, Errors.RoleNotFound)
+      }
     }
   }, async (request) => {
     const role = { name: request.params.name, description: request.body.description ?? '', permissions: [...request.body.permissions].sort() }
@@ -56,7 +60,7 @@ const roles: FastifyPluginAsyncTypebox = async (fastify) => {
       summary: 'Delete a role (not `user` or `admin`); its holders lose it and their sessions end',
       description: 'You delete only a role you do not hold, and only when you hold every permission it carries and every permission its holders hold (else 403 `INSUFFICIENT_PRIVILEGE`).',
       params: RoleParamsSchema,
-      response: { 204: Type.Null({ description: 'Deleted' }), ...problems(400, 403, 404) }
+      response: { 204: Type.Null({ description: 'Deleted' }), ...problems(Errors.RoleProtected, Errors.InsufficientPrivilege, Errors.RoleNotFound) }
     }
   }, async (request, reply) => {
     await fastify.admin.deleteRole(actorOf(request), request.params.name)

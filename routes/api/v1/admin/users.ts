@@ -3,6 +3,7 @@ import { Type } from 'typebox'
 import { actorOf } from '../../../../services/admin.js'
 import { AdminUserPatchSchema, page, UserIdParamsSchema, UserListQuerySchema } from '../../../../schemas/admin.js'
 import { problems } from '../../../../schemas/problem.js'
+import { Errors } from '../../../../services/errors.js'
 
 const users: FastifyPluginAsyncTypebox = async (fastify) => {
   fastify.get('/users', {
@@ -13,7 +14,7 @@ const users: FastifyPluginAsyncTypebox = async (fastify) => {
       summary: 'List users, oldest first, a page at a time',
       description: 'Filters: `email_prefix`, `role`, `disabled`. The order (created_at, id) is stable, and pages follow a cursor, so rows added meanwhile neither shift nor repeat a page.',
       querystring: UserListQuerySchema,
-      response: { 200: page(Type.Ref('AdminUser')), ...problems(400, 403) }
+      response: { 200: page(Type.Ref('AdminUser'), 'A page of users'), ...problems(Errors.InvalidCursor) }
     }
   }, async (request) => {
     const { limit, cursor, email_prefix: emailPrefix, role, disabled } = request.query
@@ -27,7 +28,7 @@ const users: FastifyPluginAsyncTypebox = async (fastify) => {
       tags: ['admin'],
       summary: 'One user',
       params: UserIdParamsSchema,
-      response: { 200: Type.Ref('AdminUser'), ...problems(400, 403, 404) }
+      response: { 200: Type.Ref('AdminUser', { description: 'The user' }), ...problems(Errors.UserNotFound) }
     }
   }, async (request) => fastify.admin.getUser(request.params.id))
 
@@ -42,7 +43,10 @@ const users: FastifyPluginAsyncTypebox = async (fastify) => {
         'nobody changes their own roles (403 `INSUFFICIENT_PRIVILEGE`). You cannot disable yourself (400 `CANNOT_MODIFY_SELF`).',
       params: UserIdParamsSchema,
       body: AdminUserPatchSchema,
-      response: { 200: Type.Ref('AdminUser'), ...problems(400, 403, 404) }
+      response: {
+        200: Type.Ref('AdminUser', { description: 'Changed: the user as it is now' }),
+        ...problems(Errors.CannotModifySelf, Errors.UnknownRole, Errors.InsufficientPrivilege, Errors.UserNotFound)
+      }
     }
   }, async (request) => fastify.admin.updateUser(actorOf(request), request.params.id, request.body))
 
@@ -54,7 +58,7 @@ const users: FastifyPluginAsyncTypebox = async (fastify) => {
       summary: 'Delete a user and end their sessions at once',
       description: 'Only an account whose every permission you hold (else 403 `INSUFFICIENT_PRIVILEGE`); not yourself (400 `CANNOT_MODIFY_SELF`).',
       params: UserIdParamsSchema,
-      response: { 204: Type.Null({ description: 'Deleted' }), ...problems(400, 403, 404) }
+      response: { 204: Type.Null({ description: 'Deleted' }), ...problems(Errors.CannotModifySelf, Errors.InsufficientPrivilege, Errors.UserNotFound) }
     }
   }, async (request, reply) => {
     await fastify.admin.deleteUser(actorOf(request), request.params.id)
@@ -69,7 +73,7 @@ const users: FastifyPluginAsyncTypebox = async (fastify) => {
       summary: 'End every session of a user, at once',
       description: 'Only an account whose every permission you hold (else 403 `INSUFFICIENT_PRIVILEGE`).',
       params: UserIdParamsSchema,
-      response: { 204: Type.Null({ description: 'Ended' }), ...problems(400, 403, 404) }
+      response: { 204: Type.Null({ description: 'Ended' }), ...problems(Errors.InsufficientPrivilege, Errors.UserNotFound) }
     }
   }, async (request, reply) => {
     await fastify.admin.endSessions(actorOf(request), request.params.id)

@@ -1,8 +1,11 @@
 import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox'
+import type { FastifyReply, FastifyRequest } from 'fastify'
 import { Type } from 'typebox'
 import { LoginBodySchema, LogoutBodySchema, RefreshBodySchema, SignupBodySchema } from '../../../../schemas/auth.js'
-import { problems } from '../../../../schemas/problem.js'
+import { always, problems } from '../../../../schemas/problem.js'
+import { bearerToken } from '../../../../services/access-tokens.js'
 import { clientOf } from '../../../../services/clients.js'
+import { Errors } from '../../../../services/errors.js'
 
 const auth: FastifyPluginAsyncTypebox = async (fastify) => {
   fastify.post('/signup', {
@@ -13,7 +16,11 @@ const auth: FastifyPluginAsyncTypebox = async (fastify) => {
       summary: 'Create an account and sign in',
       description: 'With REQUIRE_EMAIL_VERIFICATION=true the answer is 202, the same for a new and a taken address; sign in once the address is confirmed.',
       body: SignupBodySchema,
-      response: { 201: Type.Ref('TokenResponse'), 202: Type.Ref('Accepted'), ...problems(400, 409) }
+      response: {
+        201: Type.Ref('TokenResponse', { description: 'Signed up and signed in: the account and the tokens of its first session' }),
+        202: Type.Ref('Accepted'),
+        ...problems(Errors.WeakPassword, Errors.EmailTaken, Errors.UsernameTaken)
+      }
     }
   }, async (request, reply) => {
     const signedIn = await fastify.accounts.signup(request.body, clientOf(request))
@@ -29,7 +36,7 @@ const auth: FastifyPluginAsyncTypebox = async (fastify) => {
       summary: 'Sign in with email or username and password',
       description: 'A wrong password, an unknown account and a disabled account all get the same 401 INVALID_CREDENTIALS, in about the same time.',
       body: LoginBodySchema,
-      response: { 200: Type.Ref('TokenResponse'), ...problems(400, 401, 403) }
+      response: { 200: Type.Ref('TokenResponse', { description: 'Signed in: the tokens of a new session' }), ...problems(Errors.InvalidCredentials, Errors.EmailNotVerified) }
     }
   }, async (request) => fastify.accounts.login(request.body, clientOf(request)))
 
@@ -40,7 +47,10 @@ const auth: FastifyPluginAsyncTypebox = async (fastify) => {
       tags: ['auth'],
       summary: 'Trade a refresh token for a new pair (the old one stops working)',
       body: RefreshBodySchema,
-      response: { 200: Type.Ref('TokenResponse'), ...problems(400, 401) }
+      response: {
+        200: Type.Ref('TokenResponse', { description: 'A new pair: the refresh token sent no longer works' }),
+        ...problems(Errors.InvalidRefreshToken, Errors.RefreshTokenReused, Errors.SessionExpired, Errors.SessionRevoked)
+      }
     }
   }, async (request) => {
     const { tokens, user } = await fastify.sessions.refresh(request.body.refresh_token, clientOf(request))
@@ -48,45 +58,61 @@ const auth: FastifyPluginAsyncTypebox = async (fastify) => {
   })
 
   // Forward auth for gateways (nginx auth_request, Traefik ForwardAuth, Envoy ext_authz): no database read.
-  fastify.get('/verify', {
+  const verified = {
     // No per-address limit: a gateway asks for every request it passes, all from its own address,
     // and the check touches no database and no Redis (a limit counter would be a Redis call each).
-    config: { auth: 'required', rateLimit: false },
+    config: { auth: 'required' as const, rateLimit: false as const, database: false as const },
+    response: {
+      200: Type.Object({
+        user_id: Type.String({ format: 'uuid' }),
+        session_id: Type.String({ format: 'uuid' }),
+        roles: Type.Array(Type.String())
+      }, {
+        additionalProperties: false,
+        description: 'A valid, unrevoked access token: who it is, in the body and in headers for the gateway to pass on',
+        headers: {
+          'X-User-Id': always(Type.String({ format: 'uuid', description: 'The user\'s id (`sub`).' })),
+          'X-User-Roles': always(Type.String({ description: 'The user\'s roles, comma-separated.' })),
+          'X-Session-Id': always(Type.String({ format: 'uuid', description: 'The session\'s id (`sid`).' }))
+        }
+      })
+    },
+    handler: async (request: FastifyRequest, reply: FastifyReply) => {
+      const { userId, sessionId, roles } = request.auth!
+      reply.header('x-user-id', userId).header('x-user-roles', roles.join(',')).header('x-session-id', sessionId)
+      return { user_id: userId, session_id: sessionId, roles }
+    }
+  }
+  fastify.get('/verify', {
+    config: verified.config,
     schema: {
       operationId: 'verify',
       tags: ['auth'],
       summary: 'Check a bearer token: 200 with identity headers, or 401',
-      description: 'Answers 200 with `X-User-Id`, `X-User-Roles` (comma-separated) and `X-Session-Id` for a valid, unrevoked access token. Checks the signature, expiry and the revocation list in memory; reads no database.',
-      response: {
-        200: Type.Object({
-          user_id: Type.String({ format: 'uuid' }),
-          session_id: Type.String({ format: 'uuid' }),
-          roles: Type.Array(Type.String())
-        }, { additionalProperties: false })
-      }
+      description: 'Answers 200 with `X-User-Id`, `X-User-Roles` (comma-separated) and `X-Session-Id` for a valid, unrevoked access token. Checks the signature, expiry and the revocation list in memory; reads no database. Every other method but OPTIONS answers the same (Envoy\'s ext_authz asks with the client\'s).',
+      response: verified.response
     }
-  }, async (request, reply) => {
-    const { userId, sessionId, roles } = request.auth!
-    reply.header('x-user-id', userId).header('x-user-roles', roles.join(',')).header('x-session-id', sessionId)
-    return { user_id: userId, session_id: sessionId, roles }
-  })
+  }, verified.handler)
+  // The same check for the methods a gateway may forward as they came (not OPTIONS: CORS preflights); documented once, above.
+  fastify.route({ method: ['POST', 'PUT', 'PATCH', 'DELETE'], url: '/verify', config: verified.config, schema: { hide: true, response: verified.response }, handler: verified.handler })
 
   fastify.post('/logout', {
-    config: { auth: 'optional' },
     schema: {
       operationId: 'logout',
       tags: ['auth'],
-      summary: 'End the session of a bearer token or of a refresh token',
-      description: 'Send the bearer access token, or `{ "refresh_token": … }` as the original service\'s clients do. Always 204, whether or not anything was ended.',
+      summary: 'End the session of a bearer token (expired ones too) or of a refresh token',
+      description: 'Send the bearer access token, even an expired one (clients sign out after being idle), and/or `{ "refresh_token": … }` as the original service\'s clients do; an empty body is fine. 204 once a session is ended. A bearer token that ends no session (not ours, or its session already over) is 401, unless the refresh token ended one; a refresh token alone is always 204, whether or not it ended anything.',
+      // The bearer is optional here, and read by the handler itself: an expired one is accepted.
+      security: [{}, { bearerAuth: [] }],
       body: LogoutBodySchema,
-      response: { 204: Type.Null({ description: 'Signed out' }), ...problems(400) }
+      response: { 204: Type.Null({ description: 'Signed out' }), ...problems(Errors.InvalidAccessToken, Errors.SessionRevoked) }
     },
     // A bearer-only logout has no body at all.
     preValidation: async (request) => { request.body ??= {} }
   }, async (request, reply) => {
-    const client = clientOf(request)
-    if (request.auth) await fastify.sessions.end(request.auth.userId, request.auth.sessionId, 'logout', client)
-    if (request.body?.refresh_token) await fastify.sessions.endByRefreshToken(request.body.refresh_token, 'logout', client)
+    const header = request.headers.authorization
+    const accessToken = header === undefined ? undefined : bearerToken(header) ?? ''
+    await fastify.sessions.signOut({ accessToken, refreshToken: request.body?.refresh_token }, clientOf(request))
     return reply.code(204).send(null)
   })
 }

@@ -15,7 +15,7 @@ const events: FastifyPluginAsyncTypebox = async (fastify) => {
           ip: Type.Union([Type.String(), Type.Null()]),
           user_agent: Type.Union([Type.String(), Type.Null()]),
           created_at: Type.String({ format: 'date-time' })
-        }, { additionalProperties: false }))
+        }, { additionalProperties: false }), { description: 'The 50 latest events, newest first' })
       }
     }
   }, async (request) => (await fastify.admin.listEvents({ userId: request.auth!.userId }, 50)).items)

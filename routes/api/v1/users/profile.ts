@@ -1,6 +1,7 @@
 import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox'
 import { Type } from 'typebox'
 import { clientOf } from '../../../../services/clients.js'
+import { Errors } from '../../../../services/errors.js'
 import { problems } from '../../../../schemas/problem.js'
 import { AccountDeleteBodySchema, ProfileUpdateBodySchema } from '../../../../schemas/users.js'
 
@@ -11,7 +12,7 @@ const users: FastifyPluginAsyncTypebox = async (fastify) => {
       operationId: 'getMe',
       tags: ['users'],
       summary: 'The signed-in user',
-      response: { 200: Type.Ref('User') }
+      response: { 200: Type.Ref('User', { description: 'The signed-in user' }) }
     }
   }, async (request) => fastify.accounts.profile(request.auth!.userId))
 
@@ -26,7 +27,7 @@ const users: FastifyPluginAsyncTypebox = async (fastify) => {
         tags: ['users'],
         summary: method === 'PATCH' ? 'Change the username' : 'Change the username (as PATCH; kept for older clients)',
         body: ProfileUpdateBodySchema,
-        response: { 200: Type.Ref('User'), ...problems(400, 409) }
+        response: { 200: Type.Ref('User', { description: 'Changed: the user as it is now' }), ...problems(Errors.UsernameTaken) }
       },
       handler: async (request) => fastify.accounts.updateProfile(request.auth!.userId, request.body)
     })
@@ -39,7 +40,7 @@ const users: FastifyPluginAsyncTypebox = async (fastify) => {
       tags: ['users'],
       summary: 'Delete the account (the password is asked again)',
       body: AccountDeleteBodySchema,
-      response: { 204: Type.Null({ description: 'Deleted' }), ...problems(400) }
+      response: { 204: Type.Null({ description: 'Deleted' }), ...problems(Errors.InvalidCredentials) }
     }
   }, async (request, reply) => {
     await fastify.accounts.deleteAccount(request.auth!.userId, request.body.password, clientOf(request))

@@ -12,7 +12,7 @@ const sessions: FastifyPluginAsyncTypebox = async (fastify) => {
       operationId: 'listSessions',
       tags: ['sessions'],
       summary: 'The signed-in user\'s live sessions',
-      response: { 200: Type.Array(Type.Ref('Session')) }
+      response: { 200: Type.Array(Type.Ref('Session'), { description: 'The live sessions, this one marked `current`' }) }
     }
   }, async (request) => {
     const { userId, sessionId } = request.auth!
@@ -27,7 +27,7 @@ const sessions: FastifyPluginAsyncTypebox = async (fastify) => {
       tags: ['sessions'],
       summary: 'End one session; its tokens stop working at once',
       params: SessionParamsSchema,
-      response: { 204: Type.Null({ description: 'Ended' }), ...problems(400, 404) }
+      response: { 204: Type.Null({ description: 'Ended' }), ...problems(Errors.SessionNotFound) }
     }
   }, async (request, reply) => {
     if (!await fastify.sessions.end(request.auth!.userId, request.params.id, 'ended_by_user', clientOf(request))) throw new Errors.SessionNotFound()
@@ -41,7 +41,7 @@ const sessions: FastifyPluginAsyncTypebox = async (fastify) => {
       tags: ['sessions'],
       summary: 'End every other session (with include_current=true, this one too)',
       querystring: EndSessionsQuerySchema,
-      response: { 204: Type.Null({ description: 'Ended' }), ...problems(400) }
+      response: { 204: Type.Null({ description: 'Ended' }) }
     }
   }, async (request, reply) => {
     const { userId, sessionId } = request.auth!

@@ -3,6 +3,7 @@ import { Type } from 'typebox'
 import { clientOf } from '../../../../../services/clients.js'
 import { EmailOnlyBodySchema, PasswordChangeBodySchema, PasswordResetBodySchema } from '../../../../../schemas/auth.js'
 import { problems } from '../../../../../schemas/problem.js'
+import { Errors } from '../../../../../services/errors.js'
 
 const password: FastifyPluginAsyncTypebox = async (fastify) => {
   fastify.post('/change', {
@@ -13,7 +14,7 @@ const password: FastifyPluginAsyncTypebox = async (fastify) => {
       summary: 'Change the password; every other session ends',
       description: 'A wrong current password is 401 INVALID_CREDENTIALS; the same password again is 400 SAME_PASSWORD.',
       body: PasswordChangeBodySchema,
-      response: { 204: Type.Null({ description: 'Changed' }), ...problems(400) }
+      response: { 204: Type.Null({ description: 'Changed' }), ...problems(Errors.InvalidCredentials, Errors.SamePassword, Errors.WeakPassword) }
     }
   }, async (request, reply) => {
     const { userId, sessionId } = request.auth!
@@ -29,7 +30,7 @@ const password: FastifyPluginAsyncTypebox = async (fastify) => {
       summary: 'Mail a password reset link',
       description: 'Always 202 with the same body, whether or not the address has an account. The link works once, for PASSWORD_RESET_TTL_SECONDS; a newer request voids it.',
       body: EmailOnlyBodySchema,
-      response: { 202: Type.Ref('Accepted'), ...problems(400) }
+      response: { 202: Type.Ref('Accepted') }
     }
   }, async (request, reply) => {
     fastify.emails.forgot(request.body.email)
@@ -43,7 +44,7 @@ const password: FastifyPluginAsyncTypebox = async (fastify) => {
       summary: 'Set a new password with the token from the reset mail; every session ends',
       description: 'An unknown, used or expired token is 400 INVALID_TOKEN. Only this POST spends the token, so mail scanners that follow links cannot.',
       body: PasswordResetBodySchema,
-      response: { 204: Type.Null({ description: 'Password changed; sign in again' }), ...problems(400) }
+      response: { 204: Type.Null({ description: 'Password changed; sign in again' }), ...problems(Errors.InvalidToken, Errors.WeakPassword) }
     }
   }, async (request, reply) => {
     await fastify.emails.reset(request.body.token, request.body.new_password, clientOf(request))

@@ -82,7 +82,7 @@ for (const db of databases) {
       t.equal((await login(app, email, NEW_PASSWORD)).statusCode, 200, 'the new password signs in')
       expectProblem(t, await login(app, email, GOOD_PASSWORD), 401, 'INVALID_CREDENTIALS')
 
-      expectProblem(t, await refresh(app, other.refresh_token), 401, 'INVALID_REFRESH_TOKEN')
+      expectProblem(t, await refresh(app, other.refresh_token), 401, 'SESSION_REVOKED')
       t.equal((await refresh(app, current.refresh_token)).statusCode, 200, 'the current session\'s refresh token still works')
       expectProblem(t, await forwardAuth(app, other.access_token), 401, 'SESSION_REVOKED')
       t.equal((await forwardAuth(app, current.access_token)).statusCode, 200, 'the current session\'s access token still works')

@@ -1,7 +1,7 @@
 import type { FastifyInstance } from 'fastify'
 import t, { type Test } from 'tap'
 import {
-  bearer, build, claimsOf, databases, expectNoContent, expectProblem, expectRefusal, forwardAuth, json, login, movableClock, refresh, signup
+  bearer, build, claimsOf, databases, expectNoContent, expectProblem, expectRefusal, expectUnauthorized, forwardAuth, json, login, movableClock, refresh, signup
 } from '../../../../helper.js'
 
 const REFRESH = '/api/v1/auth/refresh'
@@ -28,7 +28,7 @@ for (const db of databases) {
       t.equal(res.statusCode, 200)
       t.match(res.headers['content-type'], /^application\/json/)
       const body = json(res)
-      t.same(Object.keys(body).sort(), ['access_token', 'expires_in', 'refresh_token', 'token_type', 'user'])
+      t.same(Object.keys(body).sort(), ['access_token', 'expires_at', 'expires_in', 'refresh_token', 'token_type', 'user'])
       t.equal(body.token_type, 'Bearer')
       t.equal(body.expires_in, 900)
       t.type(body.refresh_token, 'string')
@@ -62,7 +62,7 @@ for (const db of databases) {
 
       clock.goTo(timed.config.REFRESH_REUSE_GRACE_SECONDS + 1)
       expectRefusal(t, await refresh(timed, signed.refresh_token), 'REFRESH_TOKEN_REUSED')
-      expectRefusal(t, await refresh(timed, rotated.refresh_token), 'INVALID_REFRESH_TOKEN')
+      expectRefusal(t, await refresh(timed, rotated.refresh_token), 'SESSION_REVOKED')
       const session = await timed.db.selectFrom('sessions').select(['revoked_at', 'revoke_reason']).where('id', '=', sessionOf(signed.access_token)).executeTakeFirstOrThrow()
       t.not(session.revoked_at, null, 'the session is revoked')
       t.equal(session.revoke_reason, 'refresh_token_reused')
@@ -147,7 +147,7 @@ for (const db of databases) {
       const signed = await signup(app)
       const other = await login(app, signed.user.email)
       expectNoContent(t, await app.inject({ method: 'POST', url: LOGOUT, payload: { refresh_token: signed.refresh_token } }))
-      expectRefusal(t, await refresh(app, signed.refresh_token), 'INVALID_REFRESH_TOKEN')
+      expectRefusal(t, await refresh(app, signed.refresh_token), 'SESSION_REVOKED')
       await expectAccessRevoked(t, app, signed.access_token)
       t.equal((await refresh(app, other.refresh_token)).statusCode, 200, 'the other session lives on')
       const sessions = await app.db.selectFrom('sessions').select(['revoked_at', 'revoke_reason']).where('user_id', '=', signed.user.id).execute()
@@ -159,7 +159,7 @@ for (const db of databases) {
       const signed = await signup(app)
       const other = await login(app, signed.user.email)
       expectNoContent(t, await app.inject({ method: 'POST', url: LOGOUT, headers: bearer(signed.access_token) }))
-      expectRefusal(t, await refresh(app, signed.refresh_token), 'INVALID_REFRESH_TOKEN')
+      expectRefusal(t, await refresh(app, signed.refresh_token), 'SESSION_REVOKED')
       await expectAccessRevoked(t, app, signed.access_token)
       t.equal((await refresh(app, other.refresh_token)).statusCode, 200, 'the other session lives on')
       t.equal((await forwardAuth(app, other.access_token)).statusCode, 200, 'its access token too')
@@ -177,10 +177,38 @@ for (const db of databases) {
       expectNoContent(t, await app.inject({ method: 'POST', url: LOGOUT, payload: { refresh_token: 'not-a-refresh-token' } }))
     })
 
-    t.test('logout with an invalid bearer token is 204 and ends nothing', async (t) => {
+    t.test('logout with an invalid bearer token is 401 INVALID_ACCESS_TOKEN and ends nothing', async (t) => {
       const signed = await signup(app)
-      expectNoContent(t, await app.inject({ method: 'POST', url: LOGOUT, headers: bearer('not.a.jwt') }))
+      expectUnauthorized(t, await app.inject({ method: 'POST', url: LOGOUT, headers: bearer('not.a.jwt') }), 'INVALID_ACCESS_TOKEN')
       t.equal((await refresh(app, signed.refresh_token)).statusCode, 200, 'the session lives on')
+    })
+
+    t.test('logout with an invalid bearer token but a good refresh token is 204: the refresh token\'s session ends', async (t) => {
+      const signed = await signup(app)
+      expectNoContent(t, await app.inject({ method: 'POST', url: LOGOUT, headers: bearer('not.a.jwt'), payload: { refresh_token: signed.refresh_token } }))
+      expectRefusal(t, await refresh(app, signed.refresh_token), 'SESSION_REVOKED')
+    })
+
+    t.test('logout with an expired bearer token (idle client) is 204 and ends its session', async (t) => {
+      const clock = movableClock()
+      const timed = await build(t, { env, now: clock.now })
+      const signed = await signup(timed)
+      clock.advance(3600)
+      expectUnauthorized(t, await forwardAuth(timed, signed.access_token), 'ACCESS_TOKEN_EXPIRED')
+      expectNoContent(t, await timed.inject({ method: 'POST', url: LOGOUT, headers: bearer(signed.access_token) }))
+      expectRefusal(t, await refresh(timed, signed.refresh_token), 'SESSION_REVOKED')
+      t.same((await timed.db.selectFrom('sessions').select('revoke_reason').where('user_id', '=', signed.user.id).execute()).map((s) => s.revoke_reason), ['logout'])
+    })
+
+    t.test('logout with the bearer of a session already ended is 401 SESSION_REVOKED', async (t) => {
+      const signed = await signup(app)
+      expectNoContent(t, await app.inject({ method: 'POST', url: LOGOUT, headers: bearer(signed.access_token) }))
+      expectUnauthorized(t, await app.inject({ method: 'POST', url: LOGOUT, headers: bearer(signed.access_token) }), 'SESSION_REVOKED')
+    })
+
+    t.test('logout with a bearer and an empty JSON body is 204', async (t) => {
+      const signed = await signup(app)
+      expectNoContent(t, await app.inject({ method: 'POST', url: LOGOUT, headers: { ...bearer(signed.access_token), 'content-type': 'application/json' }, payload: '' }))
     })
 
     t.test('logout with an unknown field is 400 VALIDATION_FAILED', async (t) => {

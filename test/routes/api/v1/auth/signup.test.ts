@@ -38,9 +38,10 @@ for (const db of databases) {
       t.equal(res.statusCode, 201)
       t.match(res.headers['content-type'], /^application\/json/)
       const body = json(res)
-      t.same(Object.keys(body).sort(), ['access_token', 'expires_in', 'refresh_token', 'token_type', 'user'])
+      t.same(Object.keys(body).sort(), ['access_token', 'expires_at', 'expires_in', 'refresh_token', 'token_type', 'user'])
       t.equal(body.token_type, 'Bearer')
       t.equal(body.expires_in, 900)
+      t.equal(body.expires_at, claimsOf(body.access_token).exp, 'expires_at is the token\'s exp')
       t.match(body.access_token, /^[\w-]+\.[\w-]+\.[\w-]+$/, 'access token is a JWT')
       t.match(body.refresh_token, /^[\w-]{20,}$/, 'refresh token is opaque base64url')
       const user = body.user
@@ -200,9 +201,10 @@ for (const db of databases) {
       }
     })
 
-    t.test('an empty JSON body is 400 MALFORMED_JSON', async (t) => {
+    t.test('an empty JSON body is an empty object: 400 VALIDATION_FAILED naming what is missing', async (t) => {
       const res = await app.inject({ method: 'POST', url: SIGNUP, headers: { 'content-type': 'application/json' }, payload: '' })
-      expectProblem(t, res, 400, 'MALFORMED_JSON')
+      expectProblem(t, res, 400, 'VALIDATION_FAILED')
+      t.ok(json(res).errors.some((e: { field: string }) => e.field === '/body/email'), 'names /body/email')
     })
 
     t.test('malformed JSON is 400 MALFORMED_JSON', async (t) => {
