@@ -14,6 +14,7 @@ import { HealthSchema } from './schemas/health.js'
 import { SessionSchema } from './schemas/users.js'
 import { AdminUserSchema, AuditEventSchema, RoleSchema } from './schemas/admin.js'
 import { ProblemSchema } from './schemas/problem.js'
+import { MfaEnrolmentRequiredSchema, MfaRequiredSchema } from './schemas/mfa.js'
 
 export type AppOptions = ConfigPluginOptions
 
@@ -131,7 +132,7 @@ export function serverOptions (config: Config): FastifyHttpOptions<Server> {
  * from the instance that registers it: the tests and the CLI use them.
  */
 async function app (fastify: FastifyInstance, opts: AppOptions) {
-  for (const schema of [ProblemSchema, HealthSchema, SessionSchema, AdminUserSchema, RoleSchema, AuditEventSchema, ...sharedSchemas]) fastify.addSchema(schema)
+  for (const schema of [ProblemSchema, HealthSchema, SessionSchema, AdminUserSchema, RoleSchema, AuditEventSchema, MfaRequiredSchema, MfaEnrolmentRequiredSchema, ...sharedSchemas]) fastify.addSchema(schema)
 
   // The platform first (configuration, errors, security headers and CORS, load shedding, rate limits, Redis, the
   // database, docs, metrics), then the service's own (its domain wired, authentication, permissions, logging,

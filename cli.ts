@@ -74,12 +74,12 @@ const commands: Record<string, () => Promise<void>> = {
     // Asked before the password is: an account with the address is never turned into an admin here.
     const taken = `${email} already has an account; nothing was changed. If it is yours, run admin:promote --email ${email}`
     if (await findUserByEmail(server.db, normalizeEmail(email))) throw new UsageError(taken)
-    if (await server.accounts.createAdmin(email, await askPassword(`Password for ${email}: `)) === 'exists') throw new UsageError(taken)
+    if (await server.operators.createAdmin(email, await askPassword(`Password for ${email}: `)) === 'exists') throw new UsageError(taken)
     console.log(`created admin ${email}`)
   }),
 
   'admin:promote': () => withApp(async (server, email) => {
-    const outcome = await server.accounts.promoteAdmin(email)
+    const outcome = await server.operators.promoteAdmin(email)
     if (outcome === 'not_found') throw new UsageError(`${email} has no account`)
     console.log(outcome === 'promoted' ? `${email} is now an admin` : `${email} was already an admin`)
   }),

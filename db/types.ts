@@ -30,6 +30,10 @@ export interface SessionsTable {
   ip: string | null
   revoked_at: ColumnType<Date | string | null, string | null | undefined, string | null>
   revoke_reason: string | null
+  /** The assurance level the session reached: 1 (a password), 2 (and a second factor). */
+  aal: ColumnType<number, number | undefined, number>
+  /** The methods used (RFC 8176), comma-separated: `pwd`, `pwd,otp`. */
+  amr: ColumnType<string, string | undefined, string>
 }
 
 export interface RefreshTokensTable {
@@ -96,6 +100,35 @@ export interface UserRolesTable {
   role: string
 }
 
+export interface MfaFactorsTable {
+  id: string
+  user_id: string
+  kind: 'totp'
+  /** Sealed with KEY_ENCRYPTION_SECRET, like the signing keys. */
+  secret: string
+  created_at: Timestamp
+  confirmed_at: ColumnType<Date | string | null, string | null | undefined, string | null>
+  last_used_at: ColumnType<Date | string | null, string | null | undefined, string | null>
+  last_step: ColumnType<string | number | null, number | null | undefined, number | null>
+}
+
+export interface RecoveryCodesTable {
+  code_hash: string
+  user_id: string
+  created_at: Timestamp
+  used_at: ColumnType<Date | string | null, string | null | undefined, string | null>
+}
+
+export interface MfaChallengesTable {
+  token_hash: string
+  user_id: string
+  purpose: 'verify' | 'enrol'
+  password_tag: string
+  created_at: Timestamp
+  expires_at: Timestamp
+  used_at: ColumnType<Date | string | null, string | null | undefined, string | null>
+}
+
 export interface Database {
   users: UsersTable
   sessions: SessionsTable
@@ -107,6 +140,9 @@ export interface Database {
   roles: RolesTable
   role_permissions: RolePermissionsTable
   user_roles: UserRolesTable
+  mfa_factors: MfaFactorsTable
+  recovery_codes: RecoveryCodesTable
+  mfa_challenges: MfaChallengesTable
 }
 
 export type UserRow = Selectable<UsersTable>
@@ -118,3 +154,5 @@ export type SigningKeyRow = Selectable<SigningKeysTable>
 export type AuthEventRow = Selectable<AuthEventsTable>
 export type NewAuthEvent = Insertable<AuthEventsTable>
 export type OneTimeTokenRow = Selectable<OneTimeTokensTable>
+export type MfaFactorRow = Selectable<MfaFactorsTable>
+export type MfaChallengeRow = Selectable<MfaChallengesTable>

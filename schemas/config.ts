@@ -66,6 +66,8 @@ export const ConfigSchema = Type.Object({
   EMAIL_VERIFICATION_TTL_SECONDS: Seconds(86400, 'Lifetime of an email verification token.'),
   PASSWORD_RESET_TTL_SECONDS: Seconds(1800, 'Lifetime of a password reset token.'),
   EMAIL_RESEND_INTERVAL_SECONDS: Type.Integer({ minimum: 0, maximum: 86400, default: 60, description: 'At most one verification or reset mail per address in this many seconds.' }),
+  MFA_ISSUER: Type.String({ default: 'auth-service', minLength: 1, maxLength: 64, description: 'The name authenticator apps show beside a TOTP code (the otpauth issuer).' }),
+  MFA_REQUIRED_ROLES: Type.String({ default: '', description: 'Comma-separated roles (e.g. `admin`) whose holders must enrol a second factor: their sign-in answers `mfa_enrolment_required` until they have one.' }),
   ADMIN_EMAIL: Type.Optional(Type.String({ pattern: EMAIL_PATTERN, description: 'With ADMIN_PASSWORD: at start, create this account as an admin when no account has the address (a later change of password is kept). An existing account is never promoted: an error is logged instead; use `cli admin:promote`.' })),
   ADMIN_PASSWORD: Type.Optional(Type.String({ minLength: 8, description: 'Password of the ADMIN_EMAIL account when it is created. It must meet the password policy.' })),
   AUDIT_RETENTION_DAYS: Type.Integer({ minimum: 1, maximum: 3650, default: 90, description: 'Audit events older than this are pruned (hourly).' }),

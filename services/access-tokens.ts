@@ -15,6 +15,10 @@ export interface AccessClaims {
   sub: string
   sid: string
   roles: string[]
+  /** How the session was authenticated (RFC 8176): `pwd`, then `otp` once a second factor passed. */
+  amr: string[]
+  /** The assurance level: `aal1` (a password) or `aal2` (and a second factor). */
+  acr: 'aal1' | 'aal2'
   iat: number
   exp: number
 }
@@ -143,7 +147,10 @@ export async function createAccessTokens ({ config, keys, clock, log }: { config
     if (typeof claims.exp !== 'number' || typeof claims.iat !== 'number') throw new Errors.InvalidAccessToken()
     // Frozen: cached claims are shared by every request that bears the token. Only what requests use is kept.
     const roles = Object.freeze(Array.isArray(claims.roles) ? [...claims.roles] : []) as string[]
-    return Object.freeze({ sub: claims.sub, sid: claims.sid, roles, iat: claims.iat, exp: claims.exp })
+    const amr = Object.freeze(Array.isArray(claims.amr) ? [...claims.amr] : ['pwd']) as string[]
+    // Anything but aal2 is aal1: a token that says nothing (or something unknown) has passed no second factor.
+    const acr = claims.acr === 'aal2' ? 'aal2' : 'aal1'
+    return Object.freeze({ sub: claims.sub, sid: claims.sid, roles, amr, acr, iat: claims.iat, exp: claims.exp })
   }
 
   /** A token whose signature checks out (cached) and that was not signed on a clock too far ahead of ours. */
@@ -161,9 +168,9 @@ export async function createAccessTokens ({ config, keys, clock, log }: { config
     accessTtl: config.ACCESS_TOKEN_TTL_SECONDS,
     activeKid: () => ring.activeKid,
 
-    signAccessToken (claims: { sub: string, sid: string, roles: string[] }): Promise<string> {
+    signAccessToken (claims: { sub: string, sid: string, roles: string[], amr?: readonly string[], acr?: 'aal1' | 'aal2' }): Promise<string> {
       // iat from the service clock; exp = iat + the access-token lifetime.
-      return ring.sign({ ...claims, jti: randomUUID(), iat: Math.floor(clock().getTime() / 1000) })
+      return ring.sign({ amr: ['pwd'], acr: 'aal1', ...claims, jti: randomUUID(), iat: Math.floor(clock().getTime() / 1000) })
     },
 
     /**

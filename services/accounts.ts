@@ -1,8 +1,7 @@
 import { randomUUID } from 'node:crypto'
-import { addUserRole } from '../db/queries/roles.js'
 import { deleteUser, findUserByEmail, findUserById, findUserByUsername, findUserLocked, insertUser, uniqueViolation, updateUser, type Account } from '../db/queries/users.js'
 import type { User } from '../schemas/common.js'
-import { addressOf, normalizeEmail, normalizeUsername } from './addresses.js'
+import { addressOf, normalizeUsername } from './addresses.js'
 import type { Audit, AuditEvent } from './audit.js'
 import type { ClientInfo } from './clients.js'
 import type { Base } from './context.js'
@@ -10,13 +9,39 @@ import type { Emails } from './emails.js'
 import { Errors } from './errors.js'
 import { throttleKey, type LoginThrottle } from './login-throttle.js'
 import type { Passwords } from './passwords.js'
-import type { IssuedTokens, Sessions } from './sessions.js'
+import { AAL1, type IssuedTokens, type Level, type Sessions } from './sessions.js'
+import type { Mfa } from './mfa.js'
+import type { Kysely } from 'kysely'
+import type { Database } from '../db/types.js'
 import { toPublicUser } from './views.js'
 
 export type Accounts = ReturnType<typeof createAccounts>
 export type TokenResponse = IssuedTokens & { user: User }
+/** A right password that does not sign in yet: the second factor comes next, or its enrolment. */
+export type SecondStep = { mfa_required: true, mfa_token: string, methods: Array<'totp' | 'recovery_code'> } | { mfa_enrolment_required: true, mfa_token: string }
 
-export function createAccounts ({ db, clock, config, passwords, sessions, emails, audit, loginThrottle }: Pick<Base, 'db' | 'clock' | 'config'> & {
+interface SignInOptions {
+  /** The password hash made again with the configured parameters. */
+  renewedHash?: string | null
+  level?: Level
+  /** What the same change writes besides (spending the sign-in's mfa_token). */
+  alongside?: ((trx: Kysely<Database>) => Promise<void>) | null
+}
+
+/** Runs a write that may hit the unique email or username index; a hit is a 409, not a 500. */
+export async function unique<T> (write: Promise<T>): Promise<T> {
+  try {
+    return await write
+  } catch (err) {
+    const field = uniqueViolation(err)
+    if (field === 'email') throw new Errors.EmailTaken()
+    if (field === 'username') throw new Errors.UsernameTaken()
+    throw err
+  }
+}
+
+export function createAccounts ({ db, clock, config, passwords, sessions, emails, audit, loginThrottle, mfa }: Pick<Base, 'db' | 'clock' | 'config'> & {
+  mfa: Mfa
   passwords: Passwords
   sessions: Sessions
   emails: Emails
@@ -26,35 +51,24 @@ export function createAccounts ({ db, clock, config, passwords, sessions, emails
   /** A user as the API shows them, with their roles as they were read with the row. */
   const present = (account: Account): User => toPublicUser(account, account.roles)
 
-  /** Runs a write that may hit the unique email or username index; a hit is a 409, not a 500. */
-  async function unique<T> (write: Promise<T>): Promise<T> {
-    try {
-      return await write
-    } catch (err) {
-      const field = uniqueViolation(err)
-      if (field === 'email') throw new Errors.EmailTaken()
-      if (field === 'username') throw new Errors.UsernameTaken()
-      throw err
-    }
-  }
-
   /**
    * Signs the user in, in one change: the account read again and held (a
    * change of its roles, status or password waits for the commit, or has
    * landed and is seen), the password hash renewed if it is outdated, the
    * session and its event. The token carries the roles read here.
    */
-  async function signIn (user: Account, client: ClientInfo, renewedHash: string | null): Promise<TokenResponse> {
+  async function signIn (user: Account, client: ClientInfo, { renewedHash = null, level = AAL1, alongside }: SignInOptions = {}): Promise<TokenResponse> {
     const { account, sessionId, refreshToken } = await db.transaction().execute(async (trx) => {
       const account = await findUserLocked(trx, user.id)
       // Disabled, or the password changed, since it was checked: the sign-in fails like a wrong password.
       if (!account || account.disabled || account.password_hash !== user.password_hash) throw new Errors.InvalidCredentials()
       if (renewedHash) await updateUser(trx, account.id, { password_hash: renewedHash })
-      const started = await sessions.startWithin(trx, account.id, client)
+      await alongside?.(trx)
+      const started = await sessions.startWithin(trx, account.id, client, level)
       await audit.record({ type: 'login_succeeded', userId: account.id, sessionId: started.sessionId, client }, trx)
       return { account, ...started }
     })
-    return { ...await sessions.issue(account, sessionId, refreshToken), user: present(account) }
+    return { ...await sessions.issue(account, sessionId, refreshToken, level), user: present(account) }
   }
 
   /** The user behind a verified access token; a deleted or disabled one is no longer anyone. */
@@ -86,49 +100,9 @@ export function createAccounts ({ db, clock, config, passwords, sessions, emails
     return deleted
   }
 
-  /**
-   * Creates the admin of ADMIN_EMAIL (or `cli admin:create`). Never promotes:
-   * an account that already has the address may be someone else's, signed up
-   * first. Promoting is the operator's explicit act (`cli admin:promote`).
-   */
-  async function createAdmin (rawEmail: string, password: string): Promise<'created' | 'exists'> {
-    const email = addressOf(rawEmail, 'email')
-    if (await findUserByEmail(db, email)) return 'exists'
-    passwords.enforce(password, { email })
-    const now = clock().toISOString()
-    try {
-      const passwordHash = await passwords.hash(password)
-      await unique(db.transaction().execute(async (trx) => {
-        const user = await insertUser(trx, {
-          id: randomUUID(), email, username: null, password_hash: passwordHash, email_verified: 1, disabled: 0, created_at: now, updated_at: now
-        }, ['user', 'admin'])
-        await audit.record({ type: 'signup', userId: user.id, detail: { by: 'bootstrap', roles: ['user', 'admin'] } }, trx)
-      }))
-    } catch (err) {
-      // Replicas starting together: another one created it first.
-      if (err instanceof Errors.EmailTaken) return 'exists'
-      throw err
-    }
-    return 'created'
-  }
-
-  /** Gives an existing account the admin role: the operator's act, on the trail. */
-  async function promoteAdmin (rawEmail: string): Promise<'promoted' | 'unchanged' | 'not_found'> {
-    const user = await findUserByEmail(db, addressOf(rawEmail, 'email'))
-    if (!user) return 'not_found'
-    if (user.roles.includes('admin')) return 'unchanged'
-    await db.transaction().execute(async (trx) => {
-      await addUserRole(trx, user.id, 'admin')
-      await audit.record({ type: 'role_changed', userId: user.id, detail: { added: ['admin'], removed: [], by: 'operator' } }, trx)
-    })
-    return 'promoted'
-  }
-
   return {
     current,
     present,
-    createAdmin,
-    promoteAdmin,
 
     /** The signed-in user's own profile. */
     profile: async (userId: string) => present(await current(userId)),
@@ -167,14 +141,14 @@ export function createAccounts ({ db, clock, config, passwords, sessions, emails
       }
       const { user, session } = created
       emails.welcome(user)
-      return session && { ...await sessions.issue(user, session.sessionId, session.refreshToken), user: present(user) }
+      return session && { ...await sessions.issue(user, session.sessionId, session.refreshToken, AAL1), user: present(user) }
     },
 
     /**
      * Unknown account, wrong password and disabled account all fail the same
      * way after the same work: one argon2 verify.
      */
-    async login (input: { email?: string, username?: string, password: string }, client: ClientInfo): Promise<TokenResponse> {
+    async login (input: { email?: string, username?: string, password: string }, client: ClientInfo): Promise<TokenResponse | SecondStep> {
       const typed = (input.email ?? input.username ?? '').trim()
       const byEmail = typed.includes('@')
       const identifier = byEmail ? addressOf(typed, input.email === undefined ? 'username' : 'email') : normalizeUsername(typed)
@@ -197,7 +171,10 @@ export function createAccounts ({ db, clock, config, passwords, sessions, emails
         await audit.record({ type: 'login_failed', userId: user!.id, client, detail: { reason: 'email_not_verified' } })
         throw new Errors.EmailNotVerified()
       }
-      return signIn(user!, client, passwords.needsRehash(user!.password_hash) ? await passwords.hash(input.password) : null)
+      // The password alone never signs in an account with a second factor, or one whose role must have one first.
+      if (await mfa.has(user!.id)) return { mfa_required: true, mfa_token: await mfa.challenge(user!, 'verify'), methods: ['totp', 'recovery_code'] }
+      if (mfa.requiredFor(user!.roles)) return { mfa_enrolment_required: true, mfa_token: await mfa.challenge(user!, 'enrol') }
+      return signIn(user!, client, { renewedHash: passwords.needsRehash(user!.password_hash) ? await passwords.hash(input.password) : null })
     },
 
     /** Changes the password and ends every other session of the user (pending mail tokens die with them). */
@@ -232,18 +209,7 @@ export function createAccounts ({ db, clock, config, passwords, sessions, emails
     },
 
     remove,
-    reauthenticate
-  }
-}
-
-/** At start: the admin of ADMIN_EMAIL, if set. Never promotes someone else's account; says so loudly. */
-export async function ensureFirstAdmin (accounts: Accounts, { config, db, log }: Pick<Base, 'config' | 'db' | 'log'>): Promise<void> {
-  const { ADMIN_EMAIL, ADMIN_PASSWORD } = config
-  if (!ADMIN_EMAIL || !ADMIN_PASSWORD) return
-  const outcome = await accounts.createAdmin(ADMIN_EMAIL, ADMIN_PASSWORD)
-  if (outcome === 'created') log.info('first admin created from ADMIN_EMAIL')
-  // Someone may have signed up with the address first: never promote it on our own.
-  else if (!(await findUserByEmail(db, normalizeEmail(ADMIN_EMAIL)))?.roles.includes('admin')) {
-    log.error('ADMIN_EMAIL belongs to an account that is not an admin; it was NOT promoted. If it is yours, run `cli admin:promote --email <address>`.')
+    reauthenticate,
+    signIn
   }
 }

@@ -8,6 +8,7 @@ import type { Audit } from './audit.js'
 import { clientOf, type ClientInfo, type RequestLike } from './clients.js'
 import type { Base } from './context.js'
 import { Errors } from './errors.js'
+import type { Mfa } from './mfa.js'
 import { cursor, iso, paged } from './pages.js'
 import { privilegeOf, refuse, requireHeld, type Operation, type Refusal } from './privileges.js'
 import { BUILT_IN, type Roles } from './roles.js'
@@ -43,12 +44,13 @@ const endsSessions = (disabled: boolean | undefined, removed: string[]) => disab
  *   never one the actor holds, and never a built-in one;
  * - editing or deleting a role changes its holders: the actor must hold what they hold.
  */
-export function createAdmin ({ db, clock, roles, sessions, audit, accounts, tokens }: Pick<Base, 'db' | 'clock'> & {
+export function createAdmin ({ db, clock, roles, sessions, audit, accounts, tokens, mfa }: Pick<Base, 'db' | 'clock'> & {
   roles: Roles
   sessions: Sessions
   audit: Audit
   accounts: Accounts
   tokens: Pick<AccessTokens, 'rotate'>
+  mfa: Mfa
 }) {
   async function existing (id: string, from = db): Promise<Account> {
     const user = await findUserById(from, id)
@@ -156,6 +158,17 @@ export function createAdmin ({ db, clock, roles, sessions, audit, accounts, toke
         const ended = await sessions.endWithin(trx, id, 'ended_by_admin')
         await audit.record({ type: 'sessions_ended', userId: id, client: actor.client, detail: { by: actor.userId, reason: 'ended_by_admin', sessions: ended.ids.length } }, trx)
         return ended
+      }))
+    }),
+
+    /** Removes a user's second factors and recovery codes (a lost phone), and ends their sessions: they sign in with the password alone. */
+    resetMfa: (actor: Actor, id: string) => recorded(actor, async () => {
+      await target(actor, id, 'reset_mfa')
+      await sessions.announce(await db.transaction().execute(async (trx) => {
+        // The row first: a sign-in under way commits its session before the sessions are ended, or fails after.
+        await updateUser(trx, id, { updated_at: clock().toISOString() })
+        await mfa.remove(id, { type: 'mfa_reset_by_admin', client: actor.client, detail: { by: actor.userId } }, trx)
+        return sessions.endWithin(trx, id, 'mfa_reset')
       }))
     }),
 

@@ -33,7 +33,14 @@ export const Errors = {
   RateLimited: createError('RATE_LIMITED', 'Too many requests; try again in %s seconds.', 429),
   MetricsTokenRequired: createError('METRICS_TOKEN_REQUIRED', 'The metrics need the bearer token the operator configured (METRICS_TOKEN).', 401),
   Overloaded: createError('OVERLOADED', 'The service is busy; try again in a moment.', 503),
-  DatabaseUnavailable: createError('DATABASE_UNAVAILABLE', 'The database cannot be reached just now; try again in a moment.', 503)
+  DatabaseUnavailable: createError('DATABASE_UNAVAILABLE', 'The database cannot be reached just now; try again in a moment.', 503),
+  MfaRequired: createError('MFA_REQUIRED', 'This needs a session that passed its second factor: verify a code first (POST /api/v1/auth/mfa/verify with your bearer token).', 403),
+  MfaRequiredHere: createError('MFA_REQUIRED', 'This needs a session that passed its second factor.', 401),
+  InvalidMfaCode: createError('INVALID_MFA_CODE', 'The code is not right, or was already used.', 401),
+  InvalidMfaToken: createError('INVALID_MFA_TOKEN', 'The mfa_token is not valid: unknown, already used, or expired. Sign in again.', 401),
+  MfaAlreadyEnrolled: createError('MFA_ALREADY_ENROLLED', 'The account already has this second factor; remove it first.', 409),
+  MfaNotPending: createError('MFA_NOT_PENDING', 'No second factor is waiting for confirmation: start the enrolment first.', 409),
+  MfaNotEnrolled: createError('MFA_NOT_ENROLLED', 'The account has no second factor.', 404)
 }
 
 /**

@@ -60,6 +60,12 @@ export const templates = {
     'If it was you, sign in to the account that has this address instead. If it was not, you need not do anything.'
   ]),
 
+  recoveryCodeUsed: (left: number, few: boolean) => mail('A recovery code of your account was used', [
+    `Someone signed in to your account with one of its recovery codes, in place of a code from your authenticator app. ${left} unused recovery code${left === 1 ? ' is' : 's are'} left.`,
+    ...(few ? ['Few are left: sign in and make a new set (the old ones then stop working).'] : []),
+    'If it was not you, reset your password at once and make new recovery codes.'
+  ]),
+
   emailChanged: (newEmail: string) => mail('Your email address was changed', [
     `The email address of your account was changed to ${newEmail}.`,
     'If you did not do this, reset your password and contact support at once.'

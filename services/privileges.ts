@@ -24,6 +24,7 @@ export function refuse (operation: Operation, target: string, reason: string): n
 const NEEDS = {
   update_user: 'users:write',
   delete_user: 'users:write',
+  reset_mfa: 'users:write',
   end_sessions: 'sessions:revoke',
   create_role: 'roles:write',
   update_role: 'roles:write',

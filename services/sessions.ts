@@ -1,6 +1,6 @@
 import { randomUUID } from 'node:crypto'
 import type { Kysely } from 'kysely'
-import { findRefreshToken, insertSession, listLiveSessions, revokeSessions, rotateRefreshToken, touchSession, type RefreshTokenWithSession } from '../db/queries/sessions.js'
+import { findRefreshToken, insertSession, listLiveSessions, raiseSession, revokeSessions, rotateRefreshToken, touchSession, type RefreshTokenWithSession } from '../db/queries/sessions.js'
 import { voidAllOneTimeTokens } from '../db/queries/one-time-tokens.js'
 import { findUserById, type Account } from '../db/queries/users.js'
 import type { Database, SessionRow } from '../db/types.js'
@@ -13,6 +13,12 @@ import type { RefreshTokens } from './refresh-tokens.js'
 import type { Revocations, Revoked } from './revocations.js'
 
 export type Sessions = ReturnType<typeof createSessions>
+
+/** How a session was signed in: its assurance level and the methods used (RFC 8176). */
+export interface Level { aal: number, amr: readonly string[] }
+/** A password alone. */
+export const AAL1: Level = { aal: 1, amr: ['pwd'] }
+const levelOf = (row: { aal: number, amr: string }): Level => ({ aal: row.aal, amr: row.amr.split(',') })
 
 /** Sessions ended within a change, to announce once it has committed. */
 export type Ended = Revoked & { reason: string }
@@ -38,8 +44,8 @@ export function createSessions ({ db, clock, config, tokens, revocations, audit,
   counted: { revoked: (reason: string, sessions: number) => void, refreshReused: () => void }
 }) {
   /** The pair for a session; the access token carries the roles read with the user's row. */
-  async function issue (user: Account, sessionId: string, refreshToken: string): Promise<IssuedTokens> {
-    const accessToken = await tokens.signAccessToken({ sub: user.id, sid: sessionId, roles: user.roles })
+  async function issue (user: Account, sessionId: string, refreshToken: string, level: Level): Promise<IssuedTokens> {
+    const accessToken = await tokens.signAccessToken({ sub: user.id, sid: sessionId, roles: user.roles, amr: level.amr, acr: level.aal >= 2 ? 'aal2' : 'aal1' })
     return {
       access_token: accessToken,
       token_type: 'Bearer',
@@ -108,7 +114,7 @@ export function createSessions ({ db, clock, config, tokens, revocations, audit,
       if (successor.rotated_at === null) {
         if (isPast(successor.expires_at, now)) break
         await touchSession(db, row.session_id, now.toISOString())
-        return issue(user, row.session_id, next.token)
+        return issue(user, row.session_id, next.token, levelOf(row))
       }
       token = next.token
     }
@@ -124,17 +130,30 @@ export function createSessions ({ db, clock, config, tokens, revocations, audit,
      * A new session of the user and its first refresh token, written in `trx`
      * (the sign-in's change); `issue` its tokens once that has committed.
      */
-    async startWithin (trx: Kysely<Database>, userId: string, client: ClientInfo): Promise<{ sessionId: string, refreshToken: string }> {
+    async startWithin (trx: Kysely<Database>, userId: string, client: ClientInfo, level: Level = AAL1): Promise<{ sessionId: string, refreshToken: string }> {
       const now = clock()
       const id = randomUUID()
       const refresh = tokens.newRefreshToken()
       await insertSession(trx,
-        { id, userId, now: now.toISOString(), expiresAt: later(now, config.SESSION_MAX_AGE_SECONDS), userAgent: client.userAgent, ip: client.ip },
+        { id, userId, now: now.toISOString(), expiresAt: later(now, config.SESSION_MAX_AGE_SECONDS), userAgent: client.userAgent, ip: client.ip, aal: level.aal, amr: level.amr.join(',') },
         { hash: refresh.hash, sessionId: id, now: now.toISOString(), expiresAt: later(now, config.REFRESH_TOKEN_TTL_SECONDS) })
       return { sessionId: id, refreshToken: refresh.token }
     },
 
     issue,
+
+    /**
+     * Step-up: the user's live session is raised to `level` (it passed a
+     * second factor) with a new pair; its previous refresh token is superseded.
+     */
+    async raise (user: Account, sessionId: string, level: Level): Promise<IssuedTokens> {
+      const now = clock()
+      const refresh = tokens.newRefreshToken()
+      const next = { hash: refresh.hash, sessionId, now: now.toISOString(), expiresAt: later(now, config.REFRESH_TOKEN_TTL_SECONDS) }
+      const raised = await db.transaction().execute((trx) => raiseSession(trx, user.id, { aal: level.aal, amr: level.amr.join(',') }, next))
+      if (!raised) throw new Errors.SessionRevoked()
+      return issue(user, sessionId, refresh.token, level)
+    },
 
     /** Trades a refresh token for a new pair. The old token stops working (see `replay` for racing tabs and theft). */
     async refresh (refreshToken: string, client: ClientInfo): Promise<{ tokens: IssuedTokens, user: Account }> {
@@ -155,7 +174,8 @@ export function createSessions ({ db, clock, config, tokens, revocations, audit,
         const rotated = await rotateRefreshToken(db, hash, {
           hash: next.hash, sessionId: row.session_id, now: now.toISOString(), expiresAt: later(now, config.REFRESH_TOKEN_TTL_SECONDS)
         })
-        if (rotated) return { tokens: await issue(user, row.session_id, next.token), user }
+        // The session's level goes on with it: a refresh of an aal2 session is aal2.
+        if (rotated) return { tokens: await issue(user, row.session_id, next.token, levelOf(row)), user }
       }
       throw new Errors.InvalidRefreshToken()
     },

@@ -10,6 +10,9 @@ export interface NewSession {
   expiresAt: string
   userAgent: string | null
   ip: string | null
+  /** The assurance level reached at sign-in, and how (RFC 8176 methods, comma-separated). */
+  aal: number
+  amr: string
 }
 
 export interface NewRefreshToken {
@@ -28,7 +31,9 @@ export async function insertSession (db: Db, s: NewSession, token: NewRefreshTok
     last_used_at: s.now,
     expires_at: s.expiresAt,
     user_agent: s.userAgent,
-    ip: s.ip
+    ip: s.ip,
+    aal: s.aal,
+    amr: s.amr
   }).execute()
   await insertRefreshToken(db, token)
 }
@@ -42,13 +47,13 @@ function insertRefreshToken (db: Db, t: NewRefreshToken) {
   }).execute()
 }
 
-export type RefreshTokenWithSession = RefreshTokenRow & Pick<SessionRow, 'user_id' | 'revoked_at'> & { session_expires_at: SessionRow['expires_at'] }
+export type RefreshTokenWithSession = RefreshTokenRow & Pick<SessionRow, 'user_id' | 'revoked_at' | 'aal' | 'amr'> & { session_expires_at: SessionRow['expires_at'] }
 
 export function findRefreshToken (db: Db, hash: string): Promise<RefreshTokenWithSession | undefined> {
   return db.selectFrom('refresh_tokens')
     .innerJoin('sessions', 'sessions.id', 'refresh_tokens.session_id')
     .selectAll('refresh_tokens')
-    .select(['sessions.user_id', 'sessions.revoked_at', 'sessions.expires_at as session_expires_at'])
+    .select(['sessions.user_id', 'sessions.revoked_at', 'sessions.aal', 'sessions.amr', 'sessions.expires_at as session_expires_at'])
     .where('refresh_tokens.token_hash', '=', hash)
     .executeTakeFirst()
 }
@@ -71,6 +76,21 @@ export function rotateRefreshToken (db: Db, oldHash: string, next: NewRefreshTok
     await touchSession(trx, next.sessionId, next.now)
     return true
   })
+}
+
+/**
+ * Raises a live session of the user to an assurance level (step-up), and
+ * hands it a new refresh token in place of its current one. False when the
+ * session has ended. Several statements: run it in the caller's transaction.
+ */
+export async function raiseSession (db: Db, userId: string, level: { aal: number, amr: string }, next: NewRefreshToken): Promise<boolean> {
+  const raised = await db.updateTable('sessions').set({ aal: level.aal, amr: level.amr, last_used_at: next.now })
+    .where('id', '=', next.sessionId).where('user_id', '=', userId).where('revoked_at', 'is', null).where('expires_at', '>', next.now)
+    .executeTakeFirst()
+  if (raised.numUpdatedRows !== 1n) return false
+  await db.updateTable('refresh_tokens').set({ rotated_at: next.now }).where('session_id', '=', next.sessionId).where('rotated_at', 'is', null).execute()
+  await insertRefreshToken(db, next)
+  return true
 }
 
 export async function touchSession (db: Db, id: string, now: string): Promise<void> {

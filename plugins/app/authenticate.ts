@@ -10,7 +10,7 @@ declare module 'fastify' {
     auth: Auth | null
   }
   interface FastifyContextConfig {
-    /** `required`: 401 without a valid bearer token. `optional`: read one if it is valid. */
+    /** `required`: 401 without a valid bearer token. `optional`: no token, or a valid one (a token sent and refused is a 401 too). */
     auth?: 'required' | 'optional'
   }
 }
@@ -19,6 +19,8 @@ export interface Auth {
   userId: string
   sessionId: string
   roles: string[]
+  /** The session's assurance level: 1 (a password), 2 (and a second factor). */
+  aal: 1 | 2
 }
 
 /** What a protected route answers a caller without a valid bearer token (401, with WWW-Authenticate). */
@@ -35,7 +37,7 @@ export default fp(async function authenticate (fastify) {
     const claims = fastify.tokens.verifyAccessToken(token)
     // In memory, no I/O: a session ended anywhere stops its access tokens at once.
     if (fastify.revocations.has(claims.sid, claims.exp)) throw new Errors.SessionRevoked()
-    return { userId: claims.sub, sessionId: claims.sid, roles: claims.roles }
+    return { userId: claims.sub, sessionId: claims.sid, roles: claims.roles, aal: claims.acr === 'aal2' ? 2 : 1 }
   }
 
   // Routes ask for authentication in their config; this wires the hook and documents it.
@@ -48,21 +50,18 @@ export default fp(async function authenticate (fastify) {
     }
     // An empty requirement makes the bearer optional in the document.
     route.schema = { ...route.schema, security: mode === 'required' ? [{ bearerAuth: [] }] : [{}, { bearerAuth: [] }] }
-    if (mode === 'required') route.schema = withProblems(route.schema, REFUSALS)
-    // A callback, not a promise: it runs on every protected request.
-    const hook = mode === 'required'
-      ? (request: FastifyRequest, _reply: FastifyReply, done: (err?: Error) => void) => {
-          try {
-            request.auth = verify(request)
-          } catch (err) {
-            return done(err as Error)
-          }
-          done()
-        }
-      : (request: FastifyRequest, _reply: FastifyReply, done: () => void) => {
-          try { request.auth = verify(request) } catch { request.auth = null }
-          done()
-        }
+    route.schema = withProblems(route.schema, mode === 'required' ? REFUSALS : REFUSALS.slice(1))
+    // A callback, not a promise: it runs on every protected request. `optional` is no token, or a valid one:
+    // a token sent and refused is refused (an expired one must say so, for the client to refresh).
+    const hook = (request: FastifyRequest, _reply: FastifyReply, done: (err?: Error) => void) => {
+      if (mode === 'optional' && request.headers.authorization === undefined) return done()
+      try {
+        request.auth = verify(request)
+      } catch (err) {
+        return done(err as Error)
+      }
+      done()
+    }
     route.onRequest = [hook, ...[route.onRequest ?? []].flat()]
   })
 }, { name: 'authenticate', dependencies: ['services'] })

@@ -12,12 +12,25 @@ declare module 'fastify' {
      * Rules about the target (only an admin changes an admin) are the admin service's.
      */
     permission?: Permission
+    /**
+     * A sensitive change of the caller's own account: when the account has a
+     * second factor, the session must have passed it (aal2), else 403
+     * MFA_REQUIRED, before the input is looked at. Needs `auth: 'required'`.
+     */
+    stepUp?: boolean
   }
 }
 
-/** Routes declare their permission in config; this guards them before validation and documents the 403. */
+/** Routes declare their permission (and step-up) in config; this guards them before validation and documents the 403. */
 export default fp(async function permissions (fastify) {
-  const { roles } = fastify
+  const { roles, mfa } = fastify
+  fastify.addHook('onRoute', (route) => {
+    if (!route.config?.stepUp) return
+    if (route.config.auth !== 'required') throw new Error(`${route.method} ${route.url}: a step-up needs auth: 'required'`)
+    route.schema = withProblems(route.schema, [Errors.MfaRequired])
+    const stepUp = async (request: FastifyRequest) => mfa.requireAssurance(request.auth!.userId, request.auth!.aal)
+    route.preValidation = [stepUp, ...[route.preValidation ?? []].flat()]
+  })
   fastify.addHook('onRoute', (route) => {
     const permission = route.config?.permission
     if (!permission) return

@@ -1,7 +1,8 @@
 import fp from 'fastify-plugin'
 import { createAccessTokens, type AccessTokens } from '../../services/access-tokens.js'
-import { createAccounts, ensureFirstAdmin, type Accounts } from '../../services/accounts.js'
+import { createAccounts, type Accounts } from '../../services/accounts.js'
 import { createAdmin, type Admin } from '../../services/admin.js'
+import { createAssurance, type Assurance } from '../../services/assurance.js'
 import { createAudit, type Audit } from '../../services/audit.js'
 import { createBackground, type Background } from '../../services/background.js'
 import { every } from '../../services/context.js'
@@ -9,6 +10,8 @@ import { createEmails, type Emails } from '../../services/emails.js'
 import { createKeyStore } from '../../services/keys.js'
 import { createLoginThrottle, type LoginThrottle } from '../../services/login-throttle.js'
 import { createMailer } from '../../services/mailer.js'
+import { createMfa, type Mfa } from '../../services/mfa.js'
+import { createOperators, type Operators } from '../../services/operators.js'
 import { createPasswords } from '../../services/passwords.js'
 import { createRefreshTokens, type RefreshTokens } from '../../services/refresh-tokens.js'
 import { createRevocations, type Revocations } from '../../services/revocations.js'
@@ -19,10 +22,13 @@ declare module 'fastify' {
   interface FastifyInstance {
     accounts: Accounts
     admin: Admin
+    assurance: Assurance
     audit: Audit
     background: Background
     emails: Emails
     loginThrottle: LoginThrottle
+    mfa: Mfa
+    operators: Operators
     revocations: Revocations
     roles: Roles
     sessions: Sessions
@@ -30,7 +36,7 @@ declare module 'fastify' {
   }
 }
 
-/** How often old audit events are pruned (AUDIT_RETENTION_DAYS). */
+/** How often old audit events (AUDIT_RETENTION_DAYS) and spent second-step challenges are pruned. */
 const PRUNE_EVERY_MS = 3_600_000
 
 /**
@@ -64,26 +70,32 @@ export default fp(async function services (fastify) {
   })
   const roles = await createRoles({ ...base, redis, audit })
   const emails = createEmails({ ...base, mailer, background, passwords, sessions, audit, loginThrottle })
-  const accounts = createAccounts({ ...base, passwords, sessions, emails, audit, loginThrottle })
-  const admin = createAdmin({ ...base, roles, sessions, audit, accounts, tokens })
-  await ensureFirstAdmin(accounts, base)
+  const mfa = createMfa({ ...base, audit, loginThrottle, mailer, counted: (result) => metrics.mfa.inc({ result }) })
+  const accounts = createAccounts({ ...base, passwords, sessions, emails, audit, loginThrottle, mfa })
+  const assurance = createAssurance({ accounts, mfa, sessions })
+  const admin = createAdmin({ ...base, roles, sessions, audit, accounts, tokens, mfa })
+  const operators = createOperators({ ...base, passwords, audit })
+  await operators.ensureFirstAdmin()
 
   fastify.decorate('accounts', accounts)
   fastify.decorate('admin', admin)
+  fastify.decorate('assurance', assurance)
   fastify.decorate('audit', audit)
   fastify.decorate('background', background)
   fastify.decorate('emails', emails)
   fastify.decorate('loginThrottle', loginThrottle)
+  fastify.decorate('mfa', mfa)
+  fastify.decorate('operators', operators)
   fastify.decorate('revocations', revocations)
   fastify.decorate('roles', roles)
   fastify.decorate('sessions', sessions)
   fastify.decorate('tokens', tokens)
 
-  const prune = () => audit.prune()
+  const prune = () => Promise.all([audit.prune(), mfa.prune()])
   let stopPruning = () => {}
   fastify.addHook('onReady', async () => {
-    await prune().catch((err) => log.warn({ err }, 'audit prune failed'))
-    stopPruning = every(PRUNE_EVERY_MS, 'audit prune', log, prune)
+    await prune().catch((err) => log.warn({ err }, 'prune failed'))
+    stopPruning = every(PRUNE_EVERY_MS, 'prune', log, prune)
   })
   // Mails and other work after an answer finish before the connections they need close.
   fastify.addHook('preClose', () => background.idle())

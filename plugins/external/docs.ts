@@ -134,6 +134,7 @@ export default fp(async function docs (fastify) {
         { name: 'auth', description: 'Sign up, sign in, tokens' },
         { name: 'users', description: 'The signed-in user' },
         { name: 'sessions', description: 'The signed-in user\'s sessions' },
+        { name: 'mfa', description: 'The signed-in user\'s second factors (TOTP, recovery codes)' },
         { name: 'keys', description: 'Public keys to verify access tokens' },
         { name: 'admin', description: 'Administration: users, roles, sessions, keys, the audit trail (permissions required)' },
         { name: 'health', description: 'Liveness and readiness' },

@@ -52,6 +52,8 @@ export function challenge ({ code, detail }: Pick<Problem, 'code' | 'detail'>): 
   // A quoted-string may hold neither `"` nor `\\`, and RFC 6750 keeps error_description to printable ASCII.
   const quoted = (text: string) => `"${text.replace(/[^\x20-\x7e]|["\\]/g, '')}"`
   if (code === 'AUTHENTICATION_REQUIRED') return 'Bearer realm="auth-service"'
+  // RFC 9470 (step-up): the token is good, the session has not passed its second factor.
+  if (code === 'MFA_REQUIRED') return `Bearer realm="auth-service", error="insufficient_user_authentication", error_description=${quoted(detail)}, acr_values="aal2", code="MFA_REQUIRED"`
   if (!BEARER_FAILURES.has(code)) return `Bearer realm="auth-service", code=${quoted(code)}`
   return `Bearer realm="auth-service", error="invalid_token", error_description=${quoted(detail)}, code=${quoted(code)}`
 }

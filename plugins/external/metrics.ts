@@ -90,6 +90,7 @@ function createMetrics (activeSessions: () => Promise<number>, now: () => number
       logins: counter('auth_logins_total', 'Login requests by result: success, or the problem code.', ['result']),
       refreshes: counter('auth_refreshes_total', 'Refresh requests by result: success, or the problem code.', ['result'])
     } satisfies Record<Outcome, Counter<'result'>>,
+    mfa: counter('auth_mfa_total', 'Second-factor checks by result: otp, recovery_code, or failed.', ['result']),
     refreshReuse: counter('auth_refresh_token_reuse_total', 'Rotated refresh tokens presented after the grace window (theft; the session was ended).'),
     revocations: counter('auth_sessions_revoked_total', 'Sessions ended before their time, by reason.', ['reason']),
     mails: counter('auth_mails_total', 'Mails handed to the SMTP server (sent), or given up after the retries (failed).', ['result']),

@@ -1,5 +1,6 @@
 import { randomUUID } from 'node:crypto'
 import { hash } from '@node-rs/argon2'
+import { Secret, TOTP } from 'otpauth'
 import type { FastifyInstance, InjectOptions } from 'fastify'
 import { sql } from 'kysely'
 import pg from 'pg'
@@ -147,9 +148,9 @@ for (const db of await databases(t)) {
 
     t.test('cli admin:promote: the role and the event together', async (t) => {
       const u = await user()
-      await t.rejects(withAuditRefused(app, postgres, () => app.accounts.promoteAdmin(u.email)), /audit refused/)
+      await t.rejects(withAuditRefused(app, postgres, () => app.operators.promoteAdmin(u.email)), /audit refused/)
       t.same(json(await app.inject({ url: `/api/v1/admin/users/${u.id}`, headers: admin })).roles, ['user'], 'not promoted')
-      t.equal(await app.accounts.promoteAdmin(u.email), 'promoted', 'it promotes now')
+      t.equal(await app.operators.promoteAdmin(u.email), 'promoted', 'it promotes now')
     })
 
     t.test('the built-in roles\' reset at start, and its event, together', async (t) => {
@@ -161,6 +162,34 @@ for (const db of await databases(t)) {
       await build(t, { env })
       t.same(await granted(), [], 'the next start resets it')
       t.equal((await app.db.selectFrom('auth_events').select('id').where('type', '=', 'built_in_role_reset').execute()).length, 1, 'with its event')
+    })
+
+    t.test('second factors: confirming, new recovery codes, removing and an admin reset write with their events, or not at all', async (t) => {
+      const u = await user()
+      const code = (secret: string, offset = 0) => new TOTP({ secret: Secret.fromBase32(secret) }).generate({ timestamp: Date.now() + offset * 30_000 })
+      const started = json(await app.inject({ method: 'POST', url: '/api/v1/users/me/mfa/totp', headers: bearer(u.first.access_token), payload: { password: GOOD_PASSWORD } }))
+      const confirm = { method: 'POST' as const, url: '/api/v1/users/me/mfa/totp/confirm', headers: bearer(u.first.access_token), payload: { code: code(started.secret, -1) } }
+      expectProblem(t, await refused(confirm), 500, 'INTERNAL_ERROR')
+      const factor = () => app.db.selectFrom('mfa_factors').select(['confirmed_at', 'last_step']).where('user_id', '=', u.id).executeTakeFirst()
+      t.match(await factor(), { confirmed_at: null, last_step: null }, 'still pending, its code not spent')
+      t.equal((await app.db.selectFrom('recovery_codes').select('code_hash').where('user_id', '=', u.id).execute()).length, 0, 'no recovery codes')
+      const codes = json(await app.inject({ ...confirm, payload: { code: code(started.secret, -1) } })).recovery_codes as string[]
+      t.equal(codes.length, 10, 'the same code confirms now')
+
+      const aal2 = json(await app.inject({ method: 'POST', url: '/api/v1/auth/mfa/verify', headers: bearer(u.first.access_token), payload: { code: code(started.secret, 0) } })).access_token
+      expectProblem(t, await refused({ method: 'POST', url: '/api/v1/users/me/mfa/recovery-codes', headers: bearer(aal2) }), 500, 'INTERNAL_ERROR')
+      const stored = async () => (await app.db.selectFrom('recovery_codes').select('code_hash').where('user_id', '=', u.id).orderBy('code_hash').execute()).map((r) => r.code_hash)
+      const before = await stored()
+      t.equal(before.length, 10, 'the old codes stay')
+      expectProblem(t, await refused({ method: 'DELETE', url: '/api/v1/users/me/mfa/totp', headers: bearer(aal2) }), 500, 'INTERNAL_ERROR')
+      t.ok(await factor(), 'the factor stays')
+      t.same(await stored(), before, 'and its codes')
+      expectProblem(t, await refused({ method: 'DELETE', url: `/api/v1/admin/users/${u.id}/mfa`, headers: admin }), 500, 'INTERNAL_ERROR')
+      t.ok(await factor(), 'an admin reset refused: the factor stays')
+      t.ok(await alive(u.other), 'and the sessions live')
+      t.equal((await app.inject({ method: 'DELETE', url: `/api/v1/admin/users/${u.id}/mfa`, headers: admin })).statusCode, 204, 'it resets now')
+      t.notOk(await factor())
+      t.notOk(await alive(u.other), 'ending the sessions')
     })
 
     t.test('admin: a role change, its voided tokens, its ended sessions and its events together', async (t) => {

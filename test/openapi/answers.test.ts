@@ -127,7 +127,7 @@ function sample (schema: Json, name = ''): unknown {
   if (branches && !type) return sample(branches.find((b) => b.type !== 'null') ?? branches[0], name)
   switch (type) {
     case 'object': {
-      const required = new Set<string>([...(schema.required ?? []), ...(schema.anyOf?.[0]?.required ?? [])])
+      const required = new Set<string>([...(schema.required ?? []), ...((schema.anyOf ?? schema.oneOf)?.[0]?.required ?? [])])
       const keys = Object.keys(schema.properties ?? {})
       const chosen = keys.filter((key) => required.has(key))
       for (const key of keys) if (chosen.length < (schema.minProperties ?? 0) && !chosen.includes(key)) chosen.push(key)
@@ -222,6 +222,12 @@ const withoutBearer = (call: Call): Call => {
   const { authorization: _dropped, ...headers } = call.headers
   return { ...call, headers }
 }
+/** Without the mfa_token of a sign-in's second step: the routes that take one instead of a bearer then need the bearer. */
+const withoutMfaToken = (call: Call): Call => {
+  if (!call.body || typeof call.body !== 'object') return call
+  const { mfa_token: _dropped, ...body } = call.body as Json
+  return { ...call, body }
+}
 const rawBody = (call: Call, payload: string, type: string): Call => ({ ...call, body: undefined, payload, headers: { ...call.headers, 'content-type': type } })
 const firstParam = (call: Call) => Object.keys(call.params)[0]
 
@@ -239,7 +245,7 @@ const RECIPES: Record<string, Recipe> = {
   UNSUPPORTED_MEDIA_TYPE: (call) => rawBody(call, 'plain text', 'text/plain'),
   URI_TOO_LONG: (call) => firstParam(call) ? { ...call, params: { ...call.params, [firstParam(call)]: 'a'.repeat(201) } } : null,
   INVALID_HOST: (call) => withHeaders(call, { host: 'elsewhere.example' }),
-  AUTHENTICATION_REQUIRED: (call) => withoutBearer(call),
+  AUTHENTICATION_REQUIRED: (call) => withoutMfaToken(withoutBearer(call)),
   INVALID_ACCESS_TOKEN: (call) => withHeaders(call, { authorization: 'Bearer not.a.token' }),
   ACCESS_TOKEN_EXPIRED: (call, _operation, people) => withHeaders(call, bearer(people.stale)),
   SESSION_REVOKED: (call, operation, people) => operation.path.endsWith('/refresh')
@@ -251,7 +257,7 @@ const RECIPES: Record<string, Recipe> = {
   // A wrong password, each time from an account of its own (the per-account throttle).
   INVALID_CREDENTIALS: async (call, operation, people) => {
     const victim = await people.victim()
-    const body = Object.fromEntries(Object.entries(call.body as Json ?? {}).map(([key, value]) =>
+    const body = Object.fromEntries(Object.entries(withoutMfaToken(call).body as Json ?? {}).map(([key, value]) =>
       [key, /^(password|current_password)$/.test(key) ? WRONG_PASSWORD : key === 'email' ? victim.email : value]))
     return operation.path.endsWith('/login') ? { ...call, body } : { ...withHeaders(call, bearer(victim.token)), body }
   },
@@ -284,6 +290,14 @@ const RECIPES: Record<string, Recipe> = {
   SESSION_EXPIRED: (call, _operation, people) => ({ ...call, body: { refresh_token: people.longLived } }),
   INVALID_CURSOR: (call) => ({ ...call, query: { ...call.query, cursor: 'not-a-cursor' } }),
   INVALID_TOKEN: (call) => ({ ...call, body: { ...(call.body as Json), token: 'not-a-mailed-token' } }),
+  // A sign-in's second step with a made-up mfa_token, and no bearer.
+  INVALID_MFA_TOKEN: (call) => {
+    // In place of the password where a route takes either (enrolment).
+    const { password: _password, ...body } = call.body as Json
+    return { ...withoutBearer(call), body: { ...body, mfa_token: 'x'.repeat(43) } }
+  },
+  // The sample user has no second factor.
+  MFA_NOT_ENROLLED: (call, operation, people) => operation.path.includes('/admin/') ? null : withHeaders(withoutMfaToken(call), bearer(people.user)),
   // The sample's made-up id or name: no such session, user or role.
   SESSION_NOT_FOUND: (call) => call,
   USER_NOT_FOUND: (call) => call,

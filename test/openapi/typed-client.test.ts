@@ -77,11 +77,14 @@ function generatedClient (): string {
  * uses. It fails to compile when the document loses one of them.
  */
 const INTEGRATOR = `
-type Next = 'done' | 'refresh' | 'sign-in' | 'signed-out' | 'retry-later' | 'fix-input'
+type Next = 'done' | 'refresh' | 'sign-in' | 'signed-out' | 'retry-later' | 'fix-input' | 'second-factor' | 'enrol'
 
 export async function signIn (email: string, password: string): Promise<Next> {
   const { data, error } = await client.POST('/api/v1/auth/login', { body: { email, password } })
   if (data) {
+    // A right password may not sign in yet: the second factor, or its enrolment, comes next.
+    if ('mfa_required' in data) return data.methods.includes('totp') && data.mfa_token ? 'second-factor' : 'sign-in'
+    if ('mfa_enrolment_required' in data) return data.mfa_token ? 'enrol' : 'sign-in'
     const expiresAt: number = data.expires_at
     const refreshToken: string = data.refresh_token
     return expiresAt > 0 && refreshToken ? 'done' : 'sign-in'

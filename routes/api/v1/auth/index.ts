@@ -34,9 +34,12 @@ const auth: FastifyPluginAsyncTypebox = async (fastify) => {
       operationId: 'login',
       tags: ['auth'],
       summary: 'Sign in with email or username and password',
-      description: 'A wrong password, an unknown account and a disabled account all get the same 401 INVALID_CREDENTIALS, in about the same time.',
+      description: 'A wrong password, an unknown account and a disabled account all get the same 401 INVALID_CREDENTIALS, in about the same time. For an account with a second factor the right password gives no tokens yet: `mfa_required` and an `mfa_token` for POST /api/v1/auth/mfa/verify (or `mfa_enrolment_required` when its role must enrol one first, MFA_REQUIRED_ROLES).',
       body: LoginBodySchema,
-      response: { 200: Type.Ref('TokenResponse', { description: 'Signed in: the tokens of a new session' }), ...problems(Errors.InvalidCredentials, Errors.EmailNotVerified) }
+      response: {
+        200: Type.Union([Type.Ref('TokenResponse'), Type.Ref('MfaRequired'), Type.Ref('MfaEnrolmentRequired')], { description: 'Signed in (the tokens of a new session), or the second step comes next' }),
+        ...problems(Errors.InvalidCredentials, Errors.EmailNotVerified)
+      }
     }
   }, async (request) => fastify.accounts.login(request.body, clientOf(request)))
 
@@ -66,21 +69,28 @@ const auth: FastifyPluginAsyncTypebox = async (fastify) => {
       200: Type.Object({
         user_id: Type.String({ format: 'uuid' }),
         session_id: Type.String({ format: 'uuid' }),
-        roles: Type.Array(Type.String())
+        roles: Type.Array(Type.String()),
+        aal: Type.Integer({ minimum: 1, maximum: 2, description: 'The session\'s assurance level: 2 once it passed a second factor.' })
       }, {
         additionalProperties: false,
         description: 'A valid, unrevoked access token: who it is, in the body and in headers for the gateway to pass on',
         headers: {
           'X-User-Id': always(Type.String({ format: 'uuid', description: 'The user\'s id (`sub`).' })),
           'X-User-Roles': always(Type.String({ description: 'The user\'s roles, comma-separated.' })),
-          'X-Session-Id': always(Type.String({ format: 'uuid', description: 'The session\'s id (`sid`).' }))
+          'X-Session-Id': always(Type.String({ format: 'uuid', description: 'The session\'s id (`sid`).' })),
+          'X-User-Aal': always(Type.String({ description: 'The session\'s assurance level, `1` or `2`.' }))
         }
       })
     },
+    // A route may demand a second factor: `?aal=2`, or the header for gateways that cannot add a query.
+    querystring: Type.Object({ aal: Type.Optional(Type.Integer({ minimum: 1, maximum: 2, description: '2: refuse (401 MFA_REQUIRED) a session that has not passed a second factor.' })) }),
+    headers: Type.Object({ 'x-required-aal': Type.Optional(Type.Union([Type.Literal('1'), Type.Literal('2')], { description: 'As `?aal=`, for gateways that cannot add a query.' })) }),
     handler: async (request: FastifyRequest, reply: FastifyReply) => {
-      const { userId, sessionId, roles } = request.auth!
-      reply.header('x-user-id', userId).header('x-user-roles', roles.join(',')).header('x-session-id', sessionId)
-      return { user_id: userId, session_id: sessionId, roles }
+      const { userId, sessionId, roles, aal } = request.auth!
+      const required = Math.max((request.query as { aal?: number }).aal ?? 1, Number(request.headers['x-required-aal'] ?? 1))
+      if (aal < required) throw new Errors.MfaRequiredHere()
+      reply.header('x-user-id', userId).header('x-user-roles', roles.join(',')).header('x-session-id', sessionId).header('x-user-aal', String(aal))
+      return { user_id: userId, session_id: sessionId, roles, aal }
     }
   }
   fastify.get('/verify', {
@@ -90,11 +100,13 @@ const auth: FastifyPluginAsyncTypebox = async (fastify) => {
       tags: ['auth'],
       summary: 'Check a bearer token: 200 with identity headers, or 401',
       description: 'Answers 200 with `X-User-Id`, `X-User-Roles` (comma-separated) and `X-Session-Id` for a valid, unrevoked access token. Checks the signature, expiry and the revocation list in memory; reads no database. Every other method but OPTIONS answers the same (Envoy\'s ext_authz asks with the client\'s).',
-      response: verified.response
+      querystring: verified.querystring,
+      headers: verified.headers,
+      response: { ...verified.response, ...problems(Errors.MfaRequiredHere) }
     }
   }, verified.handler)
   // The same check for the methods a gateway may forward as they came (not OPTIONS: CORS preflights); documented once, above.
-  fastify.route({ method: ['POST', 'PUT', 'PATCH', 'DELETE'], url: '/verify', config: verified.config, schema: { hide: true, response: verified.response }, handler: verified.handler })
+  fastify.route({ method: ['POST', 'PUT', 'PATCH', 'DELETE'], url: '/verify', config: verified.config, schema: { hide: true, querystring: verified.querystring, headers: verified.headers, response: verified.response }, handler: verified.handler })
 
   fastify.post('/logout', {
     schema: {

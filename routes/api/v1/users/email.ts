@@ -6,7 +6,7 @@ import { EmailChangeBodySchema } from '../../../../schemas/users.js'
 
 const email: FastifyPluginAsyncTypebox = async (fastify) => {
   fastify.post('/me/email', {
-    config: { auth: 'required' },
+    config: { auth: 'required', stepUp: true },
     schema: {
       operationId: 'changeEmail',
       tags: ['users'],

@@ -34,7 +34,7 @@ const users: FastifyPluginAsyncTypebox = async (fastify) => {
   }
 
   fastify.delete('/me', {
-    config: { auth: 'required' },
+    config: { auth: 'required', stepUp: true },
     schema: {
       operationId: 'deleteMe',
       tags: ['users'],

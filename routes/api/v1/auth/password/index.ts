@@ -7,7 +7,7 @@ import { Errors } from '../../../../../services/errors.js'
 
 const password: FastifyPluginAsyncTypebox = async (fastify) => {
   fastify.post('/change', {
-    config: { auth: 'required' },
+    config: { auth: 'required', stepUp: true },
     schema: {
       operationId: 'changePassword',
       tags: ['auth'],

@@ -1,4 +1,5 @@
 import { randomUUID } from 'node:crypto'
+import { Secret, TOTP } from 'otpauth'
 import type { FastifyInstance } from 'fastify'
 import t from 'tap'
 import { findUserById } from '../../../../../db/queries/users.js'
@@ -19,6 +20,8 @@ interface Context {
   adminId: string
   /** A user made for this request. */
   victim: () => Promise<string>
+  /** A user made for this request, with a confirmed second factor. */
+  enrolled: () => Promise<string>
   /** A role made for this request. */
   role: () => Promise<string>
   /** A role name nobody has used. */
@@ -53,6 +56,7 @@ const ROUTES: Route[] = [
   },
   { method: 'DELETE', path: '/users/{id}', permission: 'users:write', ok: 204, request: async (c) => ({ url: `/users/${await c.victim()}` }), bad: [{ url: '/users/not-a-uuid' }] },
   { method: 'DELETE', path: '/users/{id}/sessions', permission: 'sessions:revoke', ok: 204, request: async (c) => ({ url: `/users/${await c.victim()}/sessions` }), bad: [{ url: '/users/not-a-uuid/sessions' }] },
+  { method: 'DELETE', path: '/users/{id}/mfa', permission: 'users:write', ok: 204, request: async (c) => ({ url: `/users/${await c.enrolled()}/mfa` }), bad: [{ url: '/users/not-a-uuid/mfa' }] },
   { method: 'GET', path: '/roles', permission: 'users:read', ok: 200, request: async () => ({ url: '/roles' }), bad: [] },
   {
     method: 'POST',
@@ -102,6 +106,12 @@ for (const db of databases) {
     const ctx: Context = {
       adminId: admin.user.id,
       victim: async () => (await signup(app, { email: uniqueEmail('matrix-victim') })).user.id,
+      enrolled: async () => {
+        const signed = await signup(app, { email: uniqueEmail('matrix-enrolled') })
+        const { secret } = (await app.inject({ method: 'POST', url: '/api/v1/users/me/mfa/totp', headers: bearer(signed.access_token), payload: { password: GOOD_PASSWORD } })).json()
+        await app.inject({ method: 'POST', url: '/api/v1/users/me/mfa/totp/confirm', headers: bearer(signed.access_token), payload: { code: new TOTP({ secret: Secret.fromBase32(secret) }).generate() } })
+        return signed.user.id
+      },
       role: async () => {
         const name = uniqueRoleName()
         await app.roles.create({ name, description: 'matrix target', permissions: ['users:read'] })

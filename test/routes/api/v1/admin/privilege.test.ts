@@ -155,7 +155,7 @@ async function world (t: Test, url: string, env: Record<string, string> = {}) {
     const now = new Date()
     const later = new Date(now.getTime() + 3_600_000).toISOString()
     const sid = randomUUID()
-    await insertSession(app.db, { id: sid, userId: id, now: now.toISOString(), expiresAt: later, userAgent: 'privilege-matrix', ip: null },
+    await insertSession(app.db, { id: sid, userId: id, now: now.toISOString(), expiresAt: later, userAgent: 'privilege-matrix', ip: null, aal: 1, amr: 'pwd' },
       { hash: randomUUID(), sessionId: sid, now: now.toISOString(), expiresAt: later })
     return app.tokens.signAccessToken({ sub: id, sid, roles })
   }

@@ -31,7 +31,8 @@ for (const db of databases) {
       t.equal(res.headers['x-user-roles'], 'user', 'X-User-Roles')
       t.equal(res.headers['x-session-id'], sid, 'X-Session-Id')
       t.match(res.headers['content-type'], /^application\/json/)
-      t.same(res.json(), { user_id: signed.user.id, session_id: sid, roles: ['user'] })
+      t.equal(res.headers['x-user-aal'], '1', 'X-User-Aal: a password alone')
+      t.same(res.json(), { user_id: signed.user.id, session_id: sid, roles: ['user'], aal: 1 })
     })
 
     t.test('several roles are comma-separated in X-User-Roles', async (t) => {
@@ -41,7 +42,7 @@ for (const db of databases) {
       const res = await verify(app, bearer(token))
       t.equal(res.statusCode, 200)
       t.equal(res.headers['x-user-roles'], 'user,admin')
-      t.same(res.json(), { user_id: signed.user.id, session_id: sid, roles: ['user', 'admin'] })
+      t.same(res.json(), { user_id: signed.user.id, session_id: sid, roles: ['user', 'admin'], aal: 1 })
     })
 
     t.test('HEAD works too', async (t) => {
