@@ -163,6 +163,8 @@ export function createAdmin ({ db, clock, roles, sessions, audit, accounts, toke
 
     /** Removes a user's second factors and recovery codes (a lost phone), and ends their sessions: they sign in with the password alone. */
     resetMfa: (actor: Actor, id: string) => recorded(actor, async () => {
+      // One's own factor goes through DELETE /users/me/mfa/totp, which asks for the factor first.
+      if (actor.userId === id) throw new Errors.CannotModifySelf()
       await target(actor, id, 'reset_mfa')
       await sessions.announce(await db.transaction().execute(async (trx) => {
         // The row first: a sign-in under way commits its session before the sessions are ended, or fails after.

@@ -28,7 +28,7 @@ export const Errors = {
   RoleNotFound: createError('ROLE_NOT_FOUND', 'No such role.', 404),
   RoleProtected: createError('ROLE_PROTECTED', 'The built-in roles (user, admin) cannot be edited or deleted.', 400),
   UserNotFound: createError('USER_NOT_FOUND', 'No such user.', 404),
-  CannotModifySelf: createError('CANNOT_MODIFY_SELF', 'You cannot disable or delete yourself here.', 400),
+  CannotModifySelf: createError('CANNOT_MODIFY_SELF', 'You cannot do this to your own account here (disable it, delete it, reset its second factor).', 400),
   InvalidCursor: createError('INVALID_CURSOR', 'The cursor is not one this service gave out.', 400),
   RateLimited: createError('RATE_LIMITED', 'Too many requests; try again in %s seconds.', 429),
   MetricsTokenRequired: createError('METRICS_TOKEN_REQUIRED', 'The metrics need the bearer token the operator configured (METRICS_TOKEN).', 401),

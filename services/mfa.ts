@@ -85,11 +85,21 @@ export function createMfa ({ db, clock, config, audit, loginThrottle, mailer, co
     return factor?.confirmed_at ? factor : undefined
   }
 
-  /** After a recovery code was spent: the owner is told, and told to make new ones when few are left. */
-  async function recoveryCodeUsed (user: Account, client: ClientInfo) {
-    const left = await unusedRecoveryCodes(db, user.id)
-    await audit.record({ type: 'recovery_code_used', userId: user.id, client, detail: { left } })
+  /**
+   * Spends a recovery code of the account, with its event, in one change;
+   * false when it is not an unused one. The owner is then mailed, and told
+   * to make new ones when few are left.
+   */
+  async function spendRecoveryCode (user: Account, code: string, client: ClientInfo): Promise<boolean> {
+    const left = await db.transaction().execute(async (trx) => {
+      if (!await useRecoveryCode(trx, user.id, recoveryHash(user.id, code), clock().toISOString())) return null
+      const left = await unusedRecoveryCodes(trx, user.id)
+      await audit.record({ type: 'recovery_code_used', userId: user.id, client, detail: { left } }, trx)
+      return left
+    })
+    if (left === null) return false
     mailer.send(user.email, templates.recoveryCodeUsed(left, left <= FEW_RECOVERY_CODES))
+    return true
   }
 
   return {
@@ -124,7 +134,7 @@ export function createMfa ({ db, clock, config, audit, loginThrottle, mailer, co
     },
 
     /** Confirms the pending factor with a code of it: it is active, with a first set of recovery codes (shown this once). */
-    async confirm (user: Account, code: string, client: ClientInfo, alongside: (trx: Kysely<Database>) => Promise<void> = async () => {}): Promise<string[]> {
+    async confirm (user: Account, code: string, client: ClientInfo): Promise<string[]> {
       const factor = await findFactor(db, user.id)
       if (!factor || factor.confirmed_at) throw new Errors.MfaNotPending()
       let step: number | null = null
@@ -136,7 +146,6 @@ export function createMfa ({ db, clock, config, audit, loginThrottle, mailer, co
         if (!await acceptStep(trx, factor.id, step!, clock().toISOString())) throw new Errors.InvalidMfaCode()
         const codes = await newRecoveryCodes(trx, user.id)
         await audit.record({ type: 'mfa_enrolled', userId: user.id, client, detail: { type: 'totp' } }, trx)
-        await alongside(trx)
         return codes
       })
     },
@@ -152,7 +161,7 @@ export function createMfa ({ db, clock, config, audit, loginThrottle, mailer, co
       const now = clock().toISOString()
       const byRecovery = 'recovery_code' in proof
       const ok = await loginThrottle.guard(throttleKey(user, ''), async () => {
-        if (byRecovery) return useRecoveryCode(db, user.id, recoveryHash(user.id, proof.recovery_code), now)
+        if (byRecovery) return spendRecoveryCode(user, proof.recovery_code, client)
         const step = stepOf(factor, user.email, proof.code)
         return step !== null && acceptStep(db, factor.id, step, now)
       })
@@ -161,7 +170,6 @@ export function createMfa ({ db, clock, config, audit, loginThrottle, mailer, co
         await audit.record({ type: 'mfa_failed', userId: user.id, client, detail: { method: byRecovery ? 'recovery_code' : 'totp' } })
         throw new Errors.InvalidMfaCode()
       }
-      if (byRecovery) await recoveryCodeUsed(user, client)
     },
 
     /** Removes the account's factors and recovery codes, with its event, in `trx` (the caller's change) or a change of its own. */

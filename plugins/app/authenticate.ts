@@ -10,8 +10,13 @@ declare module 'fastify' {
     auth: Auth | null
   }
   interface FastifyContextConfig {
-    /** `required`: 401 without a valid bearer token. `optional`: no token, or a valid one (a token sent and refused is a 401 too). */
-    auth?: 'required' | 'optional'
+    /**
+     * `required`: 401 without a valid bearer token. `bearer-or-mfa-token`: a
+     * valid bearer token, or the body's `mfa_token` of a sign-in's second
+     * step (checked by the route's service); neither is a 401 before the body
+     * is validated, and a token sent and refused is a 401 too.
+     */
+    auth?: 'required' | 'bearer-or-mfa-token'
   }
 }
 
@@ -51,10 +56,10 @@ export default fp(async function authenticate (fastify) {
     // An empty requirement makes the bearer optional in the document.
     route.schema = { ...route.schema, security: mode === 'required' ? [{ bearerAuth: [] }] : [{}, { bearerAuth: [] }] }
     route.schema = withProblems(route.schema, mode === 'required' ? REFUSALS : REFUSALS.slice(1))
-    // A callback, not a promise: it runs on every protected request. `optional` is no token, or a valid one:
-    // a token sent and refused is refused (an expired one must say so, for the client to refresh).
+    // A callback, not a promise: it runs on every protected request. A token sent and refused is refused
+    // whatever the mode (an expired one must say so, for the client to refresh).
     const hook = (request: FastifyRequest, _reply: FastifyReply, done: (err?: Error) => void) => {
-      if (mode === 'optional' && request.headers.authorization === undefined) return done()
+      if (mode !== 'required' && request.headers.authorization === undefined) return done()
       try {
         request.auth = verify(request)
       } catch (err) {
@@ -63,5 +68,12 @@ export default fp(async function authenticate (fastify) {
       done()
     }
     route.onRequest = [hook, ...[route.onRequest ?? []].flat()]
+    if (mode === 'required') return
+    // The body is parsed, not yet validated: a caller with neither credential is told so before anything else.
+    const eitherCredential = (request: FastifyRequest, _reply: FastifyReply, done: (err?: Error) => void) => {
+      if (request.auth || typeof (request.body as { mfa_token?: unknown } | null)?.mfa_token === 'string') return done()
+      done(new Errors.AuthenticationRequired())
+    }
+    route.preValidation = [eitherCredential, ...[route.preValidation ?? []].flat()]
   })
 }, { name: 'authenticate', dependencies: ['services'] })

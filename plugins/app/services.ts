@@ -77,19 +77,8 @@ export default fp(async function services (fastify) {
   const operators = createOperators({ ...base, passwords, audit })
   await operators.ensureFirstAdmin()
 
-  fastify.decorate('accounts', accounts)
-  fastify.decorate('admin', admin)
-  fastify.decorate('assurance', assurance)
-  fastify.decorate('audit', audit)
-  fastify.decorate('background', background)
-  fastify.decorate('emails', emails)
-  fastify.decorate('loginThrottle', loginThrottle)
-  fastify.decorate('mfa', mfa)
-  fastify.decorate('operators', operators)
-  fastify.decorate('revocations', revocations)
-  fastify.decorate('roles', roles)
-  fastify.decorate('sessions', sessions)
-  fastify.decorate('tokens', tokens)
+  const wired = { accounts, admin, assurance, audit, background, emails, loginThrottle, mfa, operators, revocations, roles, sessions, tokens }
+  for (const [name, service] of Object.entries(wired)) fastify.decorate(name, service as unknown)
 
   const prune = () => Promise.all([audit.prune(), mfa.prune()])
   let stopPruning = () => {}

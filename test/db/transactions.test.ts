@@ -176,6 +176,13 @@ for (const db of await databases(t)) {
       const codes = json(await app.inject({ ...confirm, payload: { code: code(started.secret, -1) } })).recovery_codes as string[]
       t.equal(codes.length, 10, 'the same code confirms now')
 
+      // A recovery code is spent with its event, or not at all.
+      const mfaToken = () => app.inject({ method: 'POST', url: '/api/v1/auth/login', payload: { email: u.email, password: GOOD_PASSWORD } }).then((r) => json(r).mfa_token)
+      const byRecovery = async () => ({ method: 'POST' as const, url: '/api/v1/auth/mfa/verify', payload: { mfa_token: await mfaToken(), recovery_code: codes[0] } })
+      expectProblem(t, await refused(await byRecovery()), 500, 'INTERNAL_ERROR')
+      t.equal((await app.db.selectFrom('recovery_codes').select('code_hash').where('user_id', '=', u.id).where('used_at', 'is not', null).execute()).length, 0, 'the code is not spent')
+      t.equal((await app.inject(await byRecovery())).statusCode, 200, 'it works now')
+
       const aal2 = json(await app.inject({ method: 'POST', url: '/api/v1/auth/mfa/verify', headers: bearer(u.first.access_token), payload: { code: code(started.secret, 0) } })).access_token
       expectProblem(t, await refused({ method: 'POST', url: '/api/v1/users/me/mfa/recovery-codes', headers: bearer(aal2) }), 500, 'INTERNAL_ERROR')
       const stored = async () => (await app.db.selectFrom('recovery_codes').select('code_hash').where('user_id', '=', u.id).orderBy('code_hash').execute()).map((r) => r.code_hash)

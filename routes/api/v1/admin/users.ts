@@ -88,7 +88,7 @@ const users: FastifyPluginAsyncTypebox = async (fastify) => {
       summary: 'Remove a user\'s second factors and recovery codes (a lost phone); their sessions end',
       description: 'Only an account whose every permission you hold (else 403 `INSUFFICIENT_PRIVILEGE`). The user then signs in with the password alone, and can enrol again.',
       params: UserIdParamsSchema,
-      response: { 204: Type.Null({ description: 'Reset' }), ...problems(Errors.InsufficientPrivilege, Errors.UserNotFound, Errors.MfaNotEnrolled) }
+      response: { 204: Type.Null({ description: 'Reset' }), ...problems(Errors.CannotModifySelf, Errors.InsufficientPrivilege, Errors.UserNotFound, Errors.MfaNotEnrolled) }
     }
   }, async (request, reply) => {
     await fastify.admin.resetMfa(actorOf(request), request.params.id)

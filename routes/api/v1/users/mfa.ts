@@ -18,7 +18,7 @@ const mfa: FastifyPluginAsyncTypebox = async (fastify) => {
   }, async (request) => fastify.mfa.status(request.auth!.userId))
 
   fastify.post('/me/mfa/totp', {
-    config: { auth: 'optional' },
+    config: { auth: 'bearer-or-mfa-token' },
     schema: {
       operationId: 'mfaEnrolTotp',
       tags: ['mfa'],
@@ -29,13 +29,12 @@ const mfa: FastifyPluginAsyncTypebox = async (fastify) => {
     }
   }, async (request, reply) => {
     const { password, mfa_token: mfaToken } = request.body
-    const who = mfaToken !== undefined ? { mfaToken } : request.auth ? { userId: request.auth.userId, password: password! } : null
-    if (!who) throw new Errors.AuthenticationRequired()
-    return reply.code(201).send(await fastify.assurance.enrol(who))
+    // Without an mfa_token the caller is signed in (config.auth) and the schema asked for the password.
+    return reply.code(201).send(await fastify.assurance.enrol(mfaToken !== undefined ? { mfaToken } : { userId: request.auth!.userId, password: password! }))
   })
 
   fastify.post('/me/mfa/totp/confirm', {
-    config: { auth: 'optional' },
+    config: { auth: 'bearer-or-mfa-token' },
     schema: {
       operationId: 'mfaConfirmTotp',
       tags: ['mfa'],
@@ -49,9 +48,7 @@ const mfa: FastifyPluginAsyncTypebox = async (fastify) => {
     }
   }, async (request) => {
     const { code, mfa_token: mfaToken } = request.body
-    const who = mfaToken !== undefined ? { mfaToken } : request.auth ? { userId: request.auth.userId } : null
-    if (!who) throw new Errors.AuthenticationRequired()
-    return fastify.assurance.confirm(who, code, clientOf(request))
+    return fastify.assurance.confirm(mfaToken !== undefined ? { mfaToken } : { userId: request.auth!.userId }, code, clientOf(request))
   })
 
   fastify.delete('/me/mfa/totp', {

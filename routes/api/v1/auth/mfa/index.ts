@@ -7,7 +7,7 @@ import { Errors } from '../../../../../services/errors.js'
 
 const mfa: FastifyPluginAsyncTypebox = async (fastify) => {
   fastify.post('/verify', {
-    config: { auth: 'optional', rateLimit: fastify.limits.login, outcome: 'logins' },
+    config: { auth: 'bearer-or-mfa-token', rateLimit: fastify.limits.login, outcome: 'logins' },
     schema: {
       operationId: 'mfaVerify',
       tags: ['auth'],
@@ -21,8 +21,7 @@ const mfa: FastifyPluginAsyncTypebox = async (fastify) => {
     const proof = code !== undefined ? { code } : { recovery_code: recoveryCode! }
     const client = clientOf(request)
     if (mfaToken !== undefined) return fastify.assurance.verify(mfaToken, proof, client)
-    if (!request.auth) throw new Errors.AuthenticationRequired()
-    return fastify.assurance.stepUp(request.auth, proof, client)
+    return fastify.assurance.stepUp(request.auth!, proof, client)
   })
 }
 

@@ -200,6 +200,11 @@ for (const db of databases) {
       expectProblem(t, await reset('not-a-uuid', headers), 400, 'VALIDATION_FAILED')
     })
 
+    t.test('an admin cannot reset their own factor here (that would skip the step-up DELETE /me/mfa/totp asks for)', async (t) => {
+      const { headers, id } = await asAdmin()
+      expectProblem(t, await reset(id, headers), 400, 'CANNOT_MODIFY_SELF')
+    })
+
     t.test('without users:write: 403 FORBIDDEN before validation, and nothing changes', async (t) => {
       const victim = await k.enrolledUser('victim')
       const plain = await signup(app, { email: uniqueEmail('plain') })

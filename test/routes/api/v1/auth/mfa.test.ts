@@ -68,6 +68,15 @@ for (const db of databases) {
       clock.goTo(0)
     })
 
+    t.test('with neither a bearer token nor an mfa_token: 401 before the body is looked at', async (t) => {
+      for (const url of ['/api/v1/users/me/mfa/totp', '/api/v1/users/me/mfa/totp/confirm', '/api/v1/auth/mfa/verify']) {
+        expectUnauthorized(t, await post(url, {}), 'AUTHENTICATION_REQUIRED')
+        expectUnauthorized(t, await post(url, { code: 'not a code', mfa_token: 42 }), 'AUTHENTICATION_REQUIRED')
+      }
+      // An mfa_token, even malformed, is a credential presented: then the body is checked.
+      expectProblem(t, await post('/api/v1/auth/mfa/verify', { mfa_token: 'x'.repeat(43) }), 400, 'VALIDATION_FAILED')
+    })
+
     t.test('enrolment: secret, URI and QR code; the secret is sealed at rest; recovery codes shown once', async (t) => {
       const signed = await signup(app)
       const started = json(await post('/api/v1/users/me/mfa/totp', { password: GOOD_PASSWORD }, bearer(signed.access_token)))
